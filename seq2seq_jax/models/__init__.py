@@ -1,0 +1,41 @@
+"""Models, chosen by name from `config.model.name`.
+
+Every model follows the same contract (DESIGN.md): `__call__` for teacher
+forcing, `encode`, `init_decode_state` and `decode_step` for decoding.
+"""
+
+from typing import Callable
+
+import flax.linen as nn
+
+from seq2seq_jax.models.rnn_seq2seq import RNNSeq2Seq
+
+
+def _rnn_seq2seq(cfg, src_vocab_size: int, tgt_vocab_size: int) -> nn.Module:
+  return RNNSeq2Seq(
+      src_vocab_size=src_vocab_size,
+      tgt_vocab_size=tgt_vocab_size,
+      embed_dim=cfg.embed_dim,
+      encoder_cell=cfg.encoder.cell,
+      encoder_hidden=cfg.encoder.hidden,
+      encoder_layers=cfg.encoder.num_layers,
+      bidirectional=cfg.encoder.bidirectional,
+      decoder=cfg.decoder.type,
+      decoder_cell=cfg.decoder.cell,
+      decoder_hidden=cfg.decoder.hidden,
+      decoder_layers=cfg.decoder.num_layers,
+      attention_dim=cfg.attention.dim,
+      bridge=cfg.bridge,
+      dropout=cfg.dropout,
+  )
+
+
+# name -> builder(model_config, src_vocab_size, tgt_vocab_size)
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "rnn_seq2seq": _rnn_seq2seq,
+}
+
+
+def build_model(cfg, src_vocab_size: int, tgt_vocab_size: int) -> nn.Module:
+  """Builds `config.model` (names are checked by `config_schema.validate`)."""
+  return MODELS[cfg.name](cfg, src_vocab_size, tgt_vocab_size)

@@ -1,0 +1,236 @@
+"""Recurrent cells and layers, with the recurrence in `jax.lax.scan`.
+
+The split between parameters and computation is deliberate:
+
+* `Cell` is a Flax module that only *holds* a cell's weights and hands them
+  out as a plain dict.
+* `cell_step`, `run_layer` and friends are pure functions of those arrays, so
+  they can run inside `jax.lax.scan` (Flax modules cannot be called inside raw
+  JAX transforms) and can be reused by decoders that build their own step.
+
+Gate convention (the same as cuDNN and PyTorch), with `xp = x @ w_i + b_i`
+already computed for every time step *outside* the scan (one big matmul
+instead of T small ones):
+
+  rnn:  h' = tanh(xp + h @ w_h)
+  gru:  r, z = sigmoid(xp_r + h @ w_hr + b_hr), sigmoid(xp_z + h @ w_hz + b_hz)
+        n  = tanh(xp_n + r * (h @ w_hn + b_hn))
+        h' = (1 - z) * n + z * h
+  lstm: i, f, g, o = split(xp + h @ w_h)
+        c' = sigmoid(f) * c + sigmoid(i) * tanh(g);  h' = sigmoid(o) * tanh(c')
+
+An LSTM carry is the tuple `(c, h)`; the others carry `h` alone.
+"""
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from seq2seq_jax.errors import ConfigError
+
+Array = jax.Array
+Carry = Any  # h: [batch, hidden], or (c, h) for an LSTM
+
+CELLS = ("rnn", "gru", "lstm")
+_GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+
+
+def check_cell(kind: str, field: str = "cell") -> None:
+  if kind not in _GATES:
+    raise ConfigError(f"{field} must be one of {', '.join(CELLS)}, got {kind!r}")
+
+
+def num_gates(kind: str) -> int:
+  check_cell(kind)
+  return _GATES[kind]
+
+
+def zero_carry(kind: str, batch: int, hidden: int, dtype=jnp.float32) -> Carry:
+  h = jnp.zeros((batch, hidden), dtype)
+  return (h, h) if kind == "lstm" else h
+
+
+def carry_hidden(kind: str, carry: Carry) -> Array:
+  """The output `h` of a carry: [batch, hidden]."""
+  return carry[1] if kind == "lstm" else carry
+
+
+def cell_step(kind: str, params: dict, carry: Carry, xp: Array) -> Carry:
+  """One step of a cell on a pre-projected input.
+
+  Args:
+    kind: "rnn", "gru" or "lstm".
+    params: the dict returned by `Cell()`; only `w_h` (and `b_h` for a GRU)
+      are used here, `w_i`/`b_i` having been applied to make `xp`.
+    carry: previous carry, see `zero_carry`.
+    xp: [batch, gates * hidden] input projection for this step.
+  Returns:
+    The new carry.
+  """
+  if kind == "rnn":
+    return jnp.tanh(xp + carry @ params["w_h"])
+  if kind == "gru":
+    h = carry
+    hp = h @ params["w_h"] + params["b_h"]
+    xr, xz, xn = jnp.split(xp, 3, axis=-1)
+    hr, hz, hn = jnp.split(hp, 3, axis=-1)
+    r = jax.nn.sigmoid(xr + hr)
+    z = jax.nn.sigmoid(xz + hz)
+    n = jnp.tanh(xn + r * hn)
+    return (1.0 - z) * n + z * h
+  if kind == "lstm":
+    c, h = carry
+    i, f, g, o = jnp.split(xp + h @ params["w_h"], 4, axis=-1)
+    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    return (c, jax.nn.sigmoid(o) * jnp.tanh(c))
+  check_cell(kind)
+
+
+def select_carry(valid: Array, new: Carry, old: Carry) -> Carry:
+  """Keeps `old` where `valid` [batch] is False: padding never moves a state."""
+  return jax.tree.map(lambda n, o: jnp.where(valid[:, None], n, o), new, old)
+
+
+def _reverse_within_length(x: Array, lengths: Array) -> Array:
+  """Reverses each row's first `length` steps, leaving padding in place.
+
+  x: [batch, time, ...]; an involution, so it also undoes itself.
+  """
+  t = jnp.arange(x.shape[1])[None, :]
+  idx = jnp.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
+  return jnp.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1)
+
+
+def run_layer(kind: str, params: dict, xp: Array, lengths: Array,
+              carry: Optional[Carry] = None, reverse: bool = False):
+  """Runs one cell over time with `lax.scan`, masked by `lengths`.
+
+  Args:
+    xp: [batch, time, gates * hidden] projected inputs (`x @ w_i + b_i`).
+    lengths: int32 [batch] true lengths; steps at or past a row's length leave
+      its carry untouched and output zeros.
+    carry: initial carry (zeros when None).
+    reverse: run each sequence from its last real step back to its first
+      (the backward half of a bidirectional layer); outputs stay aligned with
+      the input positions.
+  Returns:
+    outputs: [batch, time, hidden], zero on padding.
+    final: the carry after each row's last real step.
+  """
+  batch, steps = xp.shape[:2]
+  hidden = params["w_h"].shape[0]
+  if carry is None:
+    carry = zero_carry(kind, batch, hidden, xp.dtype)
+  if reverse:
+    xp = _reverse_within_length(xp, lengths)
+
+  def body(carry, inputs):
+    xp_t, t = inputs
+    valid = t < lengths
+    carry = select_carry(valid, cell_step(kind, params, carry, xp_t), carry)
+    out = jnp.where(valid[:, None], carry_hidden(kind, carry), 0.0)
+    return carry, out
+
+  final, outputs = jax.lax.scan(body, carry, (jnp.swapaxes(xp, 0, 1), jnp.arange(steps)))
+  outputs = jnp.swapaxes(outputs, 0, 1)
+  if reverse:
+    outputs = _reverse_within_length(outputs, lengths)
+  return outputs, final
+
+
+class Cell(nn.Module):
+  """Holds one cell's weights; calling it returns them as a dict.
+
+  w_i: [in_features, gates * features], b_i: [gates * features],
+  w_h: [features, gates * features] (orthogonal init per gate),
+  b_h: [gates * features] (GRU only: it sits inside the reset gate's product).
+  An LSTM's forget-gate bias starts at 1 so early gradients flow through time.
+  """
+  kind: str
+  in_features: int
+  features: int
+
+  @nn.compact
+  def __call__(self) -> dict:
+    gates, h = num_gates(self.kind), self.features
+    orth = nn.initializers.orthogonal()
+
+    def recurrent_init(key, shape, dtype=jnp.float32):
+      keys = jax.random.split(key, gates)
+      return jnp.concatenate([orth(k, (h, h), dtype) for k in keys], axis=1)
+
+    def bias_init(key, shape, dtype=jnp.float32):
+      b = jnp.zeros(shape, dtype)
+      if self.kind == "lstm":
+        b = b.at[h:2 * h].set(1.0)
+      return b
+
+    params = {
+        "w_i": self.param("w_i", nn.initializers.lecun_normal(), (self.in_features, gates * h)),
+        "b_i": self.param("b_i", bias_init, (gates * h,)),
+        "w_h": self.param("w_h", recurrent_init, (h, gates * h)),
+    }
+    if self.kind == "gru":
+      params["b_h"] = self.param("b_h", nn.initializers.zeros, (gates * h,))
+    return params
+
+
+def project(params: dict, x: Array) -> Array:
+  """`x @ w_i + b_i` for every step at once: [batch, time, gates * hidden]."""
+  return x @ params["w_i"] + params["b_i"]
+
+
+class RecurrentEncoder(nn.Module):
+  """Stacked (optionally bidirectional) recurrent layers over embedded input.
+
+  Attributes:
+    kind: cell name, one of CELLS.
+    in_features: size of the inputs.
+    features: hidden size per direction.
+    num_layers: stacked layers; layer l > 0 reads layer l-1's outputs
+      (both directions concatenated).
+    bidirectional: run a backward layer beside each forward one.
+    dropout: rate on the outputs of every layer but the last.
+  """
+  kind: str
+  in_features: int
+  features: int
+  num_layers: int = 1
+  bidirectional: bool = False
+  dropout: float = 0.0
+
+  @property
+  def out_features(self) -> int:
+    return self.features * (2 if self.bidirectional else 1)
+
+  @nn.compact
+  def __call__(self, x: Array, lengths: Array, train: bool = False):
+    """Encodes a batch.
+
+    Args:
+      x: [batch, time, in_features].
+      lengths: int32 [batch].
+    Returns:
+      outputs: [batch, time, out_features], zero on padding.
+      finals: per layer, a tuple of final carries (forward[, backward]).
+    """
+    finals = []
+    in_features = self.in_features
+    for layer in range(self.num_layers):
+      directions = [False, True] if self.bidirectional else [False]
+      outs, carries = [], []
+      for reverse in directions:
+        name = f"layer{layer}_{'bwd' if reverse else 'fwd'}"
+        params = Cell(self.kind, in_features, self.features, name=name)()
+        out, final = run_layer(self.kind, params, project(params, x), lengths, reverse=reverse)
+        outs.append(out)
+        carries.append(final)
+      x = jnp.concatenate(outs, axis=-1) if len(outs) > 1 else outs[0]
+      finals.append(tuple(carries))
+      if layer < self.num_layers - 1 and self.dropout > 0:
+        # Padding stays exactly zero: dropout only scales or zeroes.
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+      in_features = self.out_features
+    return x, tuple(finals)

@@ -1,0 +1,215 @@
+"""Recurrent encoder-decoder models: plain (Cho et al. 2014) and Bahdanau.
+
+The model contract (see DESIGN.md), batch-major throughout:
+
+  logits, aux = model.apply(v, src, src_len, tgt_in, train=False)
+  memory      = model.apply(v, src, src_len, method=model.encode)
+  state       = model.apply(v, memory, method=model.init_decode_state)
+  logits, state, attn = model.apply(v, state, token, method=model.decode_step)
+
+The teacher-forced path is `_step` scanned over the target; `decode_step` is
+the same `_step` applied once. Both read the same weights through the same
+pure function, so training and decoding cannot disagree. What does not depend
+on the recurrence is hoisted out of the scan: the embedding part of the first
+decoder layer's input projection (all steps, one matmul), the attention key
+projection (once per source sequence, in `init_decode_state`), the plain
+decoder's context projection, and the output layer (after the scan).
+
+Decoders:
+  plain:    context = the encoder's final top-layer state, fed at every step.
+  bahdanau: context = additive attention over the encoder outputs, with the
+            *previous* decoder state as the query.
+Both feed `[embedding(y_{t-1}); context]` to the first decoder layer and read
+out `logits = W_o [h_t; context; embedding(y_{t-1})]` (Bahdanau's deep output
+without the maxout).
+"""
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from seq2seq_jax.models import attention as attn_lib
+from seq2seq_jax.models import recurrent
+
+Array = jax.Array
+
+DECODERS = ("plain", "bahdanau")
+BRIDGES = ("dense", "zero")
+
+
+class RNNSeq2Seq(nn.Module):
+  """Embedding + recurrent encoder, recurrent decoder with optional attention.
+
+  Attributes:
+    src_vocab_size, tgt_vocab_size: vocabulary sizes (ids include specials).
+    embed_dim: source and target embedding size.
+    encoder_cell / decoder_cell: "rnn", "gru" or "lstm".
+    encoder_hidden: hidden size per direction; encoder_layers: stacked layers.
+    bidirectional: bidirectional encoder (outputs are [fwd; bwd]).
+    decoder: "plain" or "bahdanau".
+    decoder_hidden, decoder_layers: decoder sizes.
+    attention_dim: size of the additive-attention hidden layer.
+    bridge: "dense" maps the encoder's final top-layer state through
+      tanh(W s + b) to every decoder layer's initial state (any sizes,
+      directions or cells); "zero" starts the decoder from zeros.
+    dropout: on embeddings, between stacked layers and before the output layer.
+  """
+  src_vocab_size: int
+  tgt_vocab_size: int
+  embed_dim: int = 64
+  encoder_cell: str = "gru"
+  encoder_hidden: int = 256
+  encoder_layers: int = 2
+  bidirectional: bool = False
+  decoder: str = "bahdanau"
+  decoder_cell: str = "gru"
+  decoder_hidden: int = 256
+  decoder_layers: int = 1
+  attention_dim: int = 128
+  bridge: str = "dense"
+  dropout: float = 0.0
+
+  def setup(self):
+    if self.decoder not in DECODERS:
+      raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
+    if self.bridge not in BRIDGES:
+      raise ValueError(f"bridge must be one of {BRIDGES}, got {self.bridge!r}")
+    self.src_embed = nn.Embed(self.src_vocab_size, self.embed_dim)
+    self.tgt_embed = nn.Embed(self.tgt_vocab_size, self.embed_dim)
+    self.encoder = recurrent.RecurrentEncoder(
+        self.encoder_cell, self.embed_dim, self.encoder_hidden, self.encoder_layers,
+        self.bidirectional, self.dropout)
+    memory_dim = self.encoder_hidden * (2 if self.bidirectional else 1)
+    self.cells = [
+        recurrent.Cell(self.decoder_cell,
+                       self.embed_dim + memory_dim if l == 0 else self.decoder_hidden,
+                       self.decoder_hidden, name=f"decoder_layer{l}")
+        for l in range(self.decoder_layers)
+    ]
+    if self.decoder == "bahdanau":
+      self.attention = attn_lib.AdditiveAttention(
+          self.attention_dim, self.decoder_hidden, memory_dim)
+    if self.bridge == "dense":
+      parts = 2 if self.decoder_cell == "lstm" else 1
+      self.bridges = [nn.Dense(self.decoder_hidden, name=f"bridge{l}_{p}")
+                      for l in range(self.decoder_layers) for p in range(parts)]
+    self.output = nn.Dense(self.tgt_vocab_size)
+    self.drop = nn.Dropout(self.dropout)
+
+  # -- the contract ---------------------------------------------------------
+
+  def encode(self, src: Array, src_len: Array, train: bool = False) -> dict:
+    """src int32 [batch, src_time], src_len int32 [batch] -> memory:
+    outputs [batch, src_time, memory_dim] (zero on padding), src_len, and
+    final [batch, memory_dim] (each direction's state at the true length)."""
+    x = self.drop(self.src_embed(src), deterministic=not train)
+    outputs, finals = self.encoder(x, src_len, train=train)
+    top = [recurrent.carry_hidden(self.encoder_cell, c) for c in finals[-1]]
+    return {"outputs": outputs, "src_len": src_len, "final": jnp.concatenate(top, axis=-1)}
+
+  def init_decode_state(self, memory: dict) -> dict:
+    """The decoder state before the first target token (all leaves batch-major,
+    so beam search can reorder them with one gather)."""
+    batch = memory["src_len"].shape[0]
+    kind, hidden = self.decoder_cell, self.decoder_hidden
+    if self.bridge == "dense":
+      parts = [jnp.tanh(b(memory["final"])) for b in self.bridges]
+      if kind == "lstm":
+        carry = tuple((parts[2 * l], parts[2 * l + 1]) for l in range(self.decoder_layers))
+      else:
+        carry = tuple(parts)
+    else:
+      carry = tuple(recurrent.zero_carry(kind, batch, hidden, memory["final"].dtype)
+                    for _ in range(self.decoder_layers))
+    state = {"carry": carry, "src_len": memory["src_len"]}
+    if self.decoder == "bahdanau":
+      state["keys"] = self.attention.project_keys(memory["outputs"])
+      state["values"] = memory["outputs"]
+    else:
+      state["context"] = memory["final"]
+      state["context_proj"] = memory["final"] @ self.cells[0]()["w_i"][self.embed_dim:]
+    return state
+
+  def decode_step(self, state: dict, token: Array):
+    """One decoder step. token int32 [batch] -> (logits [batch, vocab],
+    new state, attention weights [batch, src_time] or None for "plain")."""
+    params = self._step_params()
+    e = self.tgt_embed(token)
+    state, features, weights = self._step(
+        params, state, e, self._embed_proj(params, e), None, False)
+    return self.output(features), state, weights
+
+  def __call__(self, src: Array, src_len: Array, tgt_in: Array, train: bool = False):
+    """Teacher forcing. tgt_in int32 [batch, tgt_time] starts with <bos>.
+
+    Returns logits [batch, tgt_time, vocab] and aux with "attention"
+    [batch, tgt_time, src_time] (None for the plain decoder).
+    """
+    memory = self.encode(src, src_len, train=train)
+    state = self.init_decode_state(memory)
+    params = self._step_params()
+    e = self.drop(self.tgt_embed(tgt_in), deterministic=not train)
+    ep = self._embed_proj(params, e)
+    key = self.make_rng("dropout") if train and self.dropout > 0 and self.decoder_layers > 1 else None
+
+    def body(state, inputs):
+      e_t, ep_t, t = inputs
+      step_key = None if key is None else jax.random.fold_in(key, t)
+      state, features, weights = self._step(params, state, e_t, ep_t, step_key, train)
+      return state, (features, weights)
+
+    steps = tgt_in.shape[1]
+    _, (features, weights) = jax.lax.scan(
+        body, state, (jnp.swapaxes(e, 0, 1), jnp.swapaxes(ep, 0, 1), jnp.arange(steps)))
+    features = jnp.swapaxes(features, 0, 1)
+    logits = self.output(self.drop(features, deterministic=not train))
+    attention = None if weights is None else jnp.swapaxes(weights, 0, 1)
+    return logits, {"attention": attention}
+
+  # -- the shared step --------------------------------------------------------
+
+  def _step_params(self) -> dict:
+    """The weights `_step` reads, fetched outside any scan: Flax modules may
+    not be called inside a raw JAX transform, plain arrays may."""
+    params = {"cells": [c() for c in self.cells]}
+    if self.decoder == "bahdanau":
+      params["attention"] = self.attention.params()
+    return params
+
+  def _embed_proj(self, params: dict, e: Array) -> Array:
+    """The embedding's share of layer 0's input projection (hoistable)."""
+    layer0 = params["cells"][0]
+    return e @ layer0["w_i"][:self.embed_dim] + layer0["b_i"]
+
+  def _step(self, params: dict, state: dict, e_t: Array, ep_t: Array,
+            key: Optional[Array], train: bool):
+    """One step, pure in its array arguments so it can run inside `lax.scan`."""
+    kind, cells = self.decoder_cell, params["cells"]
+    carry = state["carry"]
+    weights = None
+    if self.decoder == "bahdanau":
+      att = params["attention"]
+      query = recurrent.carry_hidden(kind, carry[-1])
+      scores = attn_lib.additive_scores(query @ att["w_q"], state["keys"], att["v"])
+      weights = attn_lib.masked_softmax(scores, state["src_len"])
+      context = attn_lib.attend(weights, state["values"])
+      xp = ep_t + context @ cells[0]["w_i"][self.embed_dim:]
+    else:
+      context = state["context"]
+      xp = ep_t + state["context_proj"]
+    new_carry = []
+    for l, params in enumerate(cells):
+      if l > 0:
+        xp = recurrent.project(params, x)
+      c = recurrent.cell_step(kind, params, carry[l], xp)
+      new_carry.append(c)
+      x = recurrent.carry_hidden(kind, c)
+      if train and key is not None and l < len(cells) - 1:
+        keep = 1.0 - self.dropout
+        mask = jax.random.bernoulli(jax.random.fold_in(key, l), keep, x.shape)
+        x = jnp.where(mask, x / keep, 0.0)
+    state = dict(state, carry=tuple(new_carry))
+    features = jnp.concatenate([x, context, e_t], axis=-1)
+    return state, features, weights

@@ -1,0 +1,95 @@
+"""The model contract for recurrent seq2seq models."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from seq2seq_jax.models.rnn_seq2seq import RNNSeq2Seq
+
+SRC_V, TGT_V = 13, 11
+
+
+def make(decoder, cell, bidirectional=True, decoder_layers=2):
+  return RNNSeq2Seq(SRC_V, TGT_V, embed_dim=6, encoder_cell=cell, encoder_hidden=5,
+                    encoder_layers=2, bidirectional=bidirectional, decoder=decoder,
+                    decoder_cell=cell, decoder_hidden=7, decoder_layers=decoder_layers,
+                    attention_dim=4, dropout=0.2)
+
+
+def batch(rng, src_time=6, tgt_time=5):
+  src = rng.integers(4, SRC_V, size=(3, src_time)).astype(np.int32)
+  src_len = np.array([src_time, 3, 1], np.int32)
+  tgt = rng.integers(4, TGT_V, size=(3, tgt_time)).astype(np.int32)
+  return src, src_len, tgt
+
+
+CASES = [("bahdanau", "gru"), ("bahdanau", "lstm"), ("bahdanau", "rnn"),
+         ("plain", "gru"), ("plain", "lstm")]
+
+
+@pytest.mark.parametrize("decoder,cell", CASES)
+def test_teacher_forcing_equals_step_by_step(decoder, cell):
+  model = make(decoder, cell)
+  src, src_len, tgt = batch(np.random.default_rng(0))
+  variables = model.init(jax.random.key(0), src, src_len, tgt)
+  logits, aux = model.apply(variables, src, src_len, tgt)
+  memory = model.apply(variables, src, src_len, method=model.encode)
+  state = model.apply(variables, memory, method=model.init_decode_state)
+  step_logits, step_attn = [], []
+  for t in range(tgt.shape[1]):
+    lg, state, w = model.apply(variables, state, tgt[:, t], method=model.decode_step)
+    step_logits.append(lg)
+    step_attn.append(w)
+  np.testing.assert_allclose(np.stack(step_logits, 1), logits, rtol=1e-5, atol=1e-5)
+  if decoder == "plain":
+    assert aux["attention"] is None and step_attn[0] is None
+  else:
+    np.testing.assert_allclose(np.stack(step_attn, 1), aux["attention"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("decoder,cell", [("bahdanau", "gru"), ("plain", "lstm")])
+def test_padding_invariance_of_logits(decoder, cell):
+  model = make(decoder, cell)
+  rng = np.random.default_rng(1)
+  src, src_len, tgt = batch(rng)
+  variables = model.init(jax.random.key(0), src, src_len, tgt)
+  logits, aux = model.apply(variables, src, src_len, tgt)
+  # More source padding filled with random tokens, more target padding.
+  src2 = np.concatenate([src, rng.integers(0, SRC_V, size=(3, 4))], axis=1).astype(np.int32)
+  for b in range(3):
+    src2[b, src_len[b]:] = rng.integers(0, SRC_V, size=src2.shape[1] - src_len[b])
+  tgt2 = np.concatenate([tgt, rng.integers(0, TGT_V, size=(3, 3))], axis=1).astype(np.int32)
+  logits2, aux2 = model.apply(variables, src2, src_len, tgt2)
+  np.testing.assert_allclose(logits2[:, :tgt.shape[1]], logits, rtol=1e-5, atol=1e-5)
+  # And alone in a batch of one (no neighbours to pad for).
+  one, _ = model.apply(variables, src[2:, :1], src_len[2:], tgt[2:])
+  np.testing.assert_allclose(one[0], logits[2], rtol=1e-5, atol=1e-5)
+  if aux["attention"] is not None:
+    w = np.asarray(aux2["attention"])
+    keep = np.arange(src2.shape[1])[None, None] < src_len[:, None, None]
+    assert np.all(w[~np.broadcast_to(keep, w.shape)] == 0.0)
+    np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_dropout_changes_training_output_only():
+  model = make("bahdanau", "gru")
+  src, src_len, tgt = batch(np.random.default_rng(2))
+  variables = model.init(jax.random.key(0), src, src_len, tgt)
+  a, _ = model.apply(variables, src, src_len, tgt, train=True, rngs={"dropout": jax.random.key(1)})
+  b, _ = model.apply(variables, src, src_len, tgt, train=True, rngs={"dropout": jax.random.key(2)})
+  c, _ = model.apply(variables, src, src_len, tgt)
+  d, _ = model.apply(variables, src, src_len, tgt)
+  assert not np.allclose(a, b)
+  np.testing.assert_array_equal(c, d)
+  assert np.isfinite(np.asarray(a)).all()
+
+
+def test_zero_length_filler_rows_are_finite():
+  model = make("bahdanau", "lstm")
+  src, src_len, tgt = batch(np.random.default_rng(3))
+  src_len = np.array([6, 0, 0], np.int32)
+  variables = model.init(jax.random.key(0), src, src_len, tgt)
+  logits, aux = model.apply(variables, src, src_len, tgt)
+  assert np.isfinite(np.asarray(logits)).all()
+  assert np.all(np.asarray(aux["attention"])[1:] == 0.0)
