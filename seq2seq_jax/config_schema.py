@@ -1,0 +1,177 @@
+"""What every config field may hold, checked before a run does any work.
+
+`validate(config)` raises `ConfigError` with one line naming the first bad
+field and its allowed values; `train.py` prints it and exits with status 2.
+"""
+
+import numbers
+from typing import Any, Callable
+
+import ml_collections
+
+from seq2seq_jax.data import batching
+from seq2seq_jax.data.tasks import TASKS
+from seq2seq_jax.data.tokenizers import TOKENIZER_KINDS as TOKENIZERS
+from seq2seq_jax.errors import ConfigError
+from seq2seq_jax.models import MODELS
+from seq2seq_jax.models.recurrent import CELLS
+from seq2seq_jax.models.rnn_seq2seq import BRIDGES, DECODERS
+
+SCORES = ("additive",)
+NORMALIZERS = ("softmax",)
+OPTIMIZERS = ("adam", "adamw")
+DECAYS = ("cosine", "linear", "constant")
+TOO_LONG = ("error", "drop", "truncate")
+
+# Fields that fix the shapes and meaning of the parameters: a checkpoint made
+# with other values cannot be resumed.
+MODEL_FIELDS = ("model", "data.src_tokenizer", "data.tgt_tokenizer", "data.min_freq",
+                "data.max_vocab")
+
+
+def _fail(field: str, allowed: str, value: Any):
+  raise ConfigError(f"config.{field} must be {allowed}; got {value!r}")
+
+
+def one_of(*choices) -> Callable:
+  def check(field, value):
+    if value not in choices:
+      _fail(field, "one of " + ", ".join(map(str, choices)), value)
+  return check
+
+
+def integer(lo: int, hi: int | None = None) -> Callable:
+  def check(field, value):
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not ok or value < lo or (hi is not None and value > hi):
+      _fail(field, f"an integer >= {lo}" + (f" and <= {hi}" if hi is not None else ""), value)
+  return check
+
+
+def number(lo: float, hi: float, hi_open: bool = False, lo_open: bool = False) -> Callable:
+  def check(field, value):
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if ok:
+      ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+    if not ok:
+      interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+      _fail(field, f"a number in {interval}", value)
+  return check
+
+
+def boolean(field, value):
+  if not isinstance(value, bool):
+    _fail(field, "True or False", value)
+
+
+def boundaries(field, value):
+  batching.parse_boundaries(value, f"config.{field}")
+
+
+def source(field, value):
+  kind, _, arg = str(value).partition(":")
+  if kind == "builtin" and arg in TASKS:
+    return
+  if kind == "tsv" and arg:
+    return
+  _fail(field, f"'builtin:<task>' (tasks: {', '.join(TASKS)}) or 'tsv:<path>'", value)
+
+
+SCHEMA: dict[str, Callable] = {
+    "seed": integer(0),
+    "data.source": source,
+    "data.seed": integer(0),
+    "data.num_train": integer(1),
+    "data.num_valid": integer(1),
+    "data.num_test": integer(1),
+    "data.min_len": integer(0),
+    "data.max_len": integer(0),
+    "data.valid_path": lambda f, v: None if isinstance(v, str) else _fail(f, "a path or ''", v),
+    "data.test_path": lambda f, v: None if isinstance(v, str) else _fail(f, "a path or ''", v),
+    "data.valid_fraction": number(0.0, 1.0, hi_open=True),
+    "data.test_fraction": number(0.0, 1.0, hi_open=True),
+    "data.src_tokenizer": one_of(*TOKENIZERS),
+    "data.tgt_tokenizer": one_of(*TOKENIZERS),
+    "data.min_freq": integer(1),
+    "data.max_vocab": integer(0),
+    "data.src_boundaries": boundaries,
+    "data.tgt_boundaries": boundaries,
+    "data.too_long": one_of(*TOO_LONG),
+    "model.name": one_of(*MODELS),
+    "model.embed_dim": integer(1),
+    "model.dropout": number(0.0, 1.0, hi_open=True),
+    "model.bridge": one_of(*BRIDGES),
+    "model.encoder.cell": one_of(*CELLS),
+    "model.encoder.hidden": integer(1),
+    "model.encoder.num_layers": integer(1),
+    "model.encoder.bidirectional": boolean,
+    "model.decoder.type": one_of(*DECODERS),
+    "model.decoder.cell": one_of(*CELLS),
+    "model.decoder.hidden": integer(1),
+    "model.decoder.num_layers": integer(1),
+    "model.attention.score": one_of(*SCORES),
+    "model.attention.normalize": one_of(*NORMALIZERS),
+    "model.attention.dim": integer(1),
+    "train.batch_size": integer(1),
+    "train.num_steps": integer(1),
+    "train.optimizer": one_of(*OPTIMIZERS),
+    "train.learning_rate": number(0.0, 10.0, lo_open=True),
+    "train.warmup_steps": integer(0),
+    "train.decay": one_of(*DECAYS),
+    "train.end_lr_factor": number(0.0, 1.0),
+    "train.weight_decay": number(0.0, 1.0),
+    "train.grad_clip_norm": number(0.0, float("inf")),
+    "train.log_every": integer(1),
+    "train.eval_every": integer(1),
+    "train.checkpoint_every": integer(1),
+    "train.keep_checkpoints": integer(1),
+    "train.progress_bar": boolean,
+    "eval.batch_size": integer(1),
+    "eval.max_decode_len": integer(0),
+    "eval.num_decode_examples": integer(0),
+    "eval.num_samples": integer(0),
+    "eval.num_attention_plots": integer(0),
+}
+
+
+def get_field(config, dotted: str):
+  value = config
+  for part in dotted.split("."):
+    value = value[part]
+  return value
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the first missing or out-of-range field."""
+  for field, check in SCHEMA.items():
+    try:
+      value = get_field(config, field)
+    except (KeyError, AttributeError):
+      raise ConfigError(f"config.{field} is missing (see configs/default.py)") from None
+    check(field, value)
+  data = config.data
+  if data.min_len and data.max_len and data.min_len > data.max_len:
+    raise ConfigError(f"config.data.min_len ({data.min_len}) must not exceed "
+                      f"config.data.max_len ({data.max_len})")
+  if data.valid_fraction + data.test_fraction >= 1.0:
+    raise ConfigError("config.data.valid_fraction + config.data.test_fraction must be < 1; got "
+                      f"{data.valid_fraction} + {data.test_fraction}")
+  if config.train.warmup_steps >= config.train.num_steps and config.train.decay != "constant":
+    raise ConfigError(f"config.train.warmup_steps ({config.train.warmup_steps}) must be less than "
+                      f"config.train.num_steps ({config.train.num_steps}) unless decay is 'constant'")
+
+
+def model_fields(config) -> dict:
+  """The fields a checkpoint is tied to, flattened: {"model.encoder.cell": "gru", ...}."""
+  out = {}
+
+  def walk(prefix, value):
+    if isinstance(value, (ml_collections.ConfigDict, dict)):
+      for k in sorted(value.keys()):
+        walk(f"{prefix}.{k}", value[k])
+    else:
+      out[prefix] = value
+
+  for field in MODEL_FIELDS:
+    walk(field, get_field(config, field))
+  return out

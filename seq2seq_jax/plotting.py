@@ -1,0 +1,67 @@
+"""Pictures people would rather look at than numbers: attention heat maps.
+
+Matplotlib's Agg backend is selected here, so plotting works on machines with
+no display (servers, CI).
+"""
+
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import numpy as np  # noqa: E402
+
+
+def _draw(ax, weights, src_tokens, tgt_tokens, title=None):
+  image = ax.imshow(weights, cmap="viridis", vmin=0.0, vmax=max(float(np.max(weights)), 1e-9),
+                    aspect="auto", interpolation="nearest")
+  ax.set_xticks(range(len(src_tokens)))
+  ax.set_xticklabels([_show(t) for t in src_tokens], rotation=90, fontsize=8)
+  ax.set_yticks(range(len(tgt_tokens)))
+  ax.set_yticklabels([_show(t) for t in tgt_tokens], fontsize=8)
+  ax.set_xlabel("source")
+  ax.set_ylabel("output")
+  if title:
+    ax.set_title(title, fontsize=9)
+  return image
+
+
+def _show(token: str) -> str:
+  return "␣" if token == " " else token
+
+
+def attention_figure(examples: Sequence[dict], ncols: int = 3):
+  """A figure with one heat map per example.
+
+  Each example: {"weights": [tgt, src] array, "src_tokens": [...],
+  "tgt_tokens": [...], "title": optional str}; weights are cropped to the
+  token lists, so padding never shows.
+  """
+  n = max(len(examples), 1)
+  ncols = min(ncols, n)
+  nrows = (n + ncols - 1) // ncols
+  fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.6 * nrows), squeeze=False)
+  for ax in axes.flat[n:]:
+    ax.axis("off")
+  for ax, ex in zip(axes.flat, examples):
+    w = np.asarray(ex["weights"])[:len(ex["tgt_tokens"]), :len(ex["src_tokens"])]
+    image = _draw(ax, w, ex["src_tokens"], ex["tgt_tokens"], ex.get("title"))
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+  fig.tight_layout()
+  return fig
+
+
+def save_attention_png(path: str, examples: Sequence[dict], ncols: int = 3) -> None:
+  """Writes `attention_figure(examples)` to `path` as PNG."""
+  fig = attention_figure(examples, ncols)
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def figure_to_array(path: str) -> np.ndarray:
+  """Reads a PNG back as [height, width, 3] uint8 (for TensorBoard images)."""
+  image = plt.imread(path)
+  if image.dtype != np.uint8:
+    image = (np.clip(image, 0, 1) * 255).astype(np.uint8)
+  return image[..., :3]

@@ -1,0 +1,138 @@
+"""Train state, loss, optimizer, schedules and the jit-compiled steps.
+
+A batch is the dict made by `data.batching` (`src`, `src_len`, `tgt_in`,
+`tgt_out`, `weights`, ...). Step metrics are *sums* (`loss_sum`,
+`weight_sum`, `correct_sum`), so any number of batches (or devices) combine by
+adding before dividing once.
+"""
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+Array = jax.Array
+TrainState = train_state.TrainState
+
+
+def learning_rate_schedule(cfg) -> optax.Schedule:
+  """Linear warmup from 0 to `cfg.learning_rate`, then the chosen decay."""
+  peak, warmup = cfg.learning_rate, cfg.warmup_steps
+  decay_steps = max(cfg.num_steps - warmup, 1)
+  end = peak * cfg.end_lr_factor
+  if cfg.decay == "cosine":
+    decay = optax.cosine_decay_schedule(peak, decay_steps, alpha=cfg.end_lr_factor)
+  elif cfg.decay == "linear":
+    decay = optax.linear_schedule(peak, end, decay_steps)
+  else:
+    decay = optax.constant_schedule(peak)
+  if warmup == 0:
+    return decay
+  return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
+
+
+def make_optimizer(cfg) -> optax.GradientTransformation:
+  """Adam or AdamW on the schedule, after global-norm clipping."""
+  schedule = learning_rate_schedule(cfg)
+  if cfg.optimizer == "adamw":
+    opt = optax.adamw(schedule, weight_decay=cfg.weight_decay)
+  else:
+    opt = optax.adam(schedule)
+  if cfg.grad_clip_norm > 0:
+    opt = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), opt)
+  return opt
+
+
+def create_train_state(model: nn.Module, cfg, rng: Array, batch: dict) -> TrainState:
+  """Initializes parameters from one batch's shapes (values do not matter)."""
+  params_rng, dropout_rng = jax.random.split(rng)
+
+  @jax.jit
+  def init(src, src_len, tgt_in):
+    return model.init({"params": params_rng, "dropout": dropout_rng},
+                      src, src_len, tgt_in, train=False)["params"]
+
+  params = init(batch["src"], batch["src_len"], batch["tgt_in"])
+  state = TrainState.create(apply_fn=model.apply, params=params, tx=make_optimizer(cfg))
+  # An int32 array from the start (not Python's 0), so the first step and
+  # all later ones share one compiled train step per batch shape.
+  return state.replace(step=jnp.zeros((), jnp.int32))
+
+
+def token_losses(logits: Array, targets: Array) -> Array:
+  """Per-token cross-entropy: logits [batch, time, vocab], targets [batch, time]."""
+  return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
+
+
+def masked_cross_entropy(logits: Array, targets: Array, weights: Array):
+  """Mean cross-entropy over real target tokens (weights 1) and their count.
+
+  Padding (weight 0) contributes nothing: neither to the sum nor the count.
+  """
+  loss_sum = jnp.sum(token_losses(logits, targets) * weights)
+  weight_sum = jnp.sum(weights)
+  return loss_sum / jnp.maximum(weight_sum, 1.0), weight_sum
+
+
+def _sums(logits, batch) -> dict:
+  weights = batch["weights"]
+  correct = (jnp.argmax(logits, -1) == batch["tgt_out"]) * weights
+  return {
+      "loss_sum": jnp.sum(token_losses(logits, batch["tgt_out"]) * weights),
+      "weight_sum": jnp.sum(weights),
+      "correct_sum": jnp.sum(correct),
+  }
+
+
+def train_step(state: TrainState, batch: dict, dropout_rng: Array):
+  """One optimizer step -> (new state, metric sums).
+
+  Dropout's key is `fold_in(dropout_rng, step)`, a function of the step alone,
+  so a resumed run draws exactly the masks an uninterrupted run would.
+  """
+  rng = jax.random.fold_in(dropout_rng, state.step)
+
+  def loss_fn(params):
+    logits, _ = state.apply_fn({"params": params}, batch["src"], batch["src_len"],
+                               batch["tgt_in"], train=True, rngs={"dropout": rng})
+    loss, _ = masked_cross_entropy(logits, batch["tgt_out"], batch["weights"])
+    return loss, logits
+
+  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  new_state = state.apply_gradients(grads=grads)
+  metrics = _sums(jax.lax.stop_gradient(logits), batch)
+  metrics["grad_norm"] = optax.tree.norm(grads)
+  metrics["loss"] = loss
+  return new_state, metrics
+
+
+def eval_step(apply_fn, params: Any, batch: dict) -> dict:
+  """Teacher-forced metric sums on one batch (no dropout)."""
+  logits, _ = apply_fn({"params": params}, batch["src"], batch["src_len"], batch["tgt_in"],
+                       train=False)
+  return _sums(logits, batch)
+
+
+def jit_train_step():
+  """`train_step` compiled once per batch shape, with the old state donated
+  so its buffers are reused for the new one."""
+  return jax.jit(train_step, donate_argnums=(0,))
+
+
+def jit_eval_step(apply_fn):
+  return jax.jit(functools.partial(eval_step, apply_fn))
+
+
+def summarize(sums: dict) -> dict:
+  """Sums (possibly over many batches) -> loss, perplexity, token accuracy."""
+  weight = max(float(sums["weight_sum"]), 1.0)
+  loss = float(sums["loss_sum"]) / weight
+  return {
+      "loss": loss,
+      "perplexity": float(jnp.exp(jnp.minimum(loss, 50.0))),
+      "token_accuracy": float(sums["correct_sum"]) / weight,
+  }
