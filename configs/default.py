@@ -1,0 +1,80 @@
+"""The seeds' model: 2-layer GRU encoder, GRU decoder with Bahdanau attention,
+on the built-in date-normalization task (character level).
+
+Run:
+  python train.py --config=configs/default.py --workdir=runs/default
+
+Any field can be overridden from the command line, for example
+  python train.py --config.train.num_steps=500 --config.model.encoder.cell=lstm
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0  # Seeds parameter init, dropout and the data order.
+
+  config.data = data = ml_collections.ConfigDict()
+  data.source = "builtin:date"  # "builtin:<date|reverse|copy|sort|addition>" or "tsv:<path>".
+  data.seed = 0  # Seeds the built-in task's examples and the tsv split; keep fixed to keep the test set.
+  data.num_train = 50_000  # Built-in tasks: training examples.
+  data.num_valid = 1_000  # Built-in tasks: validation examples (periodic evaluation).
+  data.num_test = 2_000  # Built-in tasks: held-out test examples (final evaluation).
+  data.min_len = 0  # Built-in reverse/copy/sort/addition: shortest input; 0 = the task's default.
+  data.max_len = 0  # Built-in reverse/copy/sort/addition: longest input; 0 = the task's default.
+  data.valid_path = ""  # tsv: a separate validation file; "" = split off valid_fraction of the main file.
+  data.test_path = ""  # tsv: a separate test file; "" = split off test_fraction of the main file.
+  data.valid_fraction = 0.05  # tsv without valid_path: share of the file held out for validation.
+  data.test_fraction = 0.05  # tsv without test_path: share of the file held out for testing.
+  data.src_tokenizer = "char"  # Source tokenizer: "char" or "word".
+  data.tgt_tokenizer = "char"  # Target tokenizer: "char" or "word".
+  data.min_freq = 1  # Tokens seen fewer times in training map to <unk>.
+  data.max_vocab = 0  # Cap on each vocabulary (specials excluded); 0 = no cap.
+  data.src_boundaries = "12,20,32,64"  # Source length buckets (tokens): batches are padded to these; one compile each.
+  data.tgt_boundaries = "12,24,48"  # Target length buckets (tokens, counting <eos>).
+  data.too_long = "error"  # Examples longer than the last boundary: "error", "drop" or "truncate".
+
+  config.model = model = ml_collections.ConfigDict()
+  model.name = "rnn_seq2seq"  # Model family from the registry: "rnn_seq2seq".
+  model.embed_dim = 64  # Source and target embedding size.
+  model.dropout = 0.1  # Dropout on embeddings, between stacked layers and before the output layer.
+  model.bridge = "dense"  # Decoder's initial state: "dense" (tanh layer on the encoder's final state) or "zero".
+  model.encoder = ml_collections.ConfigDict()
+  model.encoder.cell = "gru"  # Encoder cell: "rnn" (tanh), "gru" or "lstm".
+  model.encoder.hidden = 256  # Encoder hidden size per direction.
+  model.encoder.num_layers = 2  # Stacked encoder layers.
+  model.encoder.bidirectional = False  # Add a backward layer beside each forward one.
+  model.decoder = ml_collections.ConfigDict()
+  model.decoder.type = "bahdanau"  # "plain" (fixed context = encoder final state) or "bahdanau" (additive attention).
+  model.decoder.cell = "gru"  # Decoder cell: "rnn", "gru" or "lstm".
+  model.decoder.hidden = 256  # Decoder hidden size.
+  model.decoder.num_layers = 1  # Stacked decoder layers.
+  model.attention = ml_collections.ConfigDict()
+  model.attention.score = "additive"  # Score function: "additive" (Bahdanau).
+  model.attention.normalize = "softmax"  # Weights from scores: "softmax".
+  model.attention.dim = 128  # Hidden size of the additive score's tanh layer.
+
+  config.train = train = ml_collections.ConfigDict()
+  train.batch_size = 64  # Examples per step (filler rows pad a bucket's last batch).
+  train.num_steps = 2_000  # Training steps in the whole run.
+  train.optimizer = "adam"  # "adam" or "adamw".
+  train.learning_rate = 3e-3  # Peak learning rate.
+  train.warmup_steps = 200  # Linear warmup from 0 to the peak.
+  train.decay = "cosine"  # After warmup: "cosine" (to end_lr_factor * peak), "linear" or "constant".
+  train.end_lr_factor = 0.05  # Final learning rate as a fraction of the peak (cosine, linear).
+  train.weight_decay = 0.0  # Decoupled weight decay (adamw only).
+  train.grad_clip_norm = 1.0  # Clip gradients to this global norm; 0 = no clipping.
+  train.log_every = 100  # Steps between training-metric log lines.
+  train.eval_every = 1_000  # Steps between validation runs (and at the end).
+  train.checkpoint_every = 1_000  # Steps between checkpoints (and at the end).
+  train.keep_checkpoints = 3  # Checkpoints kept on disk (the newest).
+  train.progress_bar = True  # tqdm progress bar with loss and tokens/s.
+
+  config.eval = ev = ml_collections.ConfigDict()
+  ev.batch_size = 256  # Examples per evaluation batch.
+  ev.max_decode_len = 0  # Greedy decoding stops here at the latest; 0 = the last target boundary.
+  ev.num_decode_examples = 0  # Validation examples decoded at each periodic eval; 0 = all.
+  ev.num_samples = 5  # Sample translations printed and written at the end.
+  ev.num_attention_plots = 3  # Test examples whose attention heat maps are drawn at each eval.
+  return config

@@ -1,0 +1,342 @@
+"""`train_and_evaluate(config, workdir)`: the training loop.
+
+Order of work, chosen so that a user's mistake costs nothing:
+  1. validate the config, check the workdir's checkpoint fits it,
+     read the data, build (or reload) tokenizers and the buckets;
+  2. only then write anything: config.json, tokenizers, metrics, checkpoints.
+A workdir with checkpoints is resumed from the newest one; the data order,
+dropout keys and learning rate are functions of the step, so the resumed run
+ends exactly where an uninterrupted one would.
+"""
+
+import json
+import logging
+import os
+import sys
+import time
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax import monitoring
+
+from seq2seq_jax import config_schema, decoding, metrics, models, plotting, training
+from seq2seq_jax.checkpoints import Checkpoints, has_checkpoints
+from seq2seq_jax.data import batching, sources, tokenizers
+from seq2seq_jax.errors import CheckpointError
+from seq2seq_jax.metric_writer import MetricWriter
+
+MODEL_KEYS = ("src", "src_len", "tgt_in", "tgt_out", "weights")
+
+_compilations = [0]
+
+
+def _count_compilation(event: str, duration: float, **kwargs) -> None:
+  if event == "/jax/core/compile/backend_compile_duration":
+    _compilations[0] += 1
+
+
+monitoring.register_event_duration_secs_listener(_count_compilation)
+
+
+def compilation_count() -> int:
+  """XLA compilations in this process so far (every jitted function)."""
+  return _compilations[0]
+
+
+def _model_batch(batch: dict) -> dict:
+  return {k: batch[k] for k in MODEL_KEYS}
+
+
+class Run:
+  """Everything a run derives from its config and data, before any write."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    config_schema.validate(config)
+    self.config = config
+    self.workdir = os.path.abspath(workdir)
+    self.ckpt_dir = os.path.join(self.workdir, "checkpoints")
+    self.resuming = has_checkpoints(self.ckpt_dir)
+    if self.resuming:
+      self._check_compatible()
+
+    self.splits = sources.load_splits(config.data)
+    self.src_tok, self.tgt_tok = self._tokenizers()
+    self.src_boundaries = batching.parse_boundaries(config.data.src_boundaries)
+    self.tgt_boundaries = batching.parse_boundaries(config.data.tgt_boundaries)
+    encoded = {name: batching.encode_pairs(pairs, self.src_tok, self.tgt_tok)
+               for name, pairs in self.splits.items()}
+    self.train_batches = batching.BucketBatcher(
+        *encoded["train"], self.src_boundaries, self.tgt_boundaries,
+        batch_size=config.train.batch_size, seed=config.seed, shuffle=True,
+        too_long=config.data.too_long)
+    # Evaluation pads every batch to one shape (the smallest boundaries that
+    # fit the valid and test sets), so it compiles once, not once a bucket.
+    eval_src_b, eval_tgt_b = self._eval_boundaries(encoded)
+    self.eval_batches = {
+        name: batching.BucketBatcher(
+            *encoded[name], eval_src_b, eval_tgt_b, batch_size=config.eval.batch_size,
+            seed=0, shuffle=False, too_long=config.data.too_long)
+        for name in ("valid", "test")
+    }
+    self.max_decode_len = config.eval.max_decode_len or self.tgt_boundaries[-1]
+    self.model = models.build_model(config.model, len(self.src_tok.vocab), len(self.tgt_tok.vocab))
+
+  def _check_compatible(self):
+    saved = Checkpoints(self.ckpt_dir).read_meta().get("model_fields")
+    if saved is None:
+      return
+    current = json.loads(json.dumps(config_schema.model_fields(self.config)))
+    changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    if changed:
+      diff = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
+      raise CheckpointError(
+          f"{self.workdir} holds checkpoints of a different model ({diff}); "
+          "use another --workdir or the original config")
+
+  def _tokenizers(self):
+    paths = [os.path.join(self.workdir, f"{side}_tokenizer.json") for side in ("src", "tgt")]
+    if self.resuming and all(os.path.exists(p) for p in paths):
+      return tuple(tokenizers.load_tokenizer(p) for p in paths)
+    data = self.config.data
+    max_size = data.max_vocab or None
+    train = self.splits["train"]
+    src = tokenizers.make_tokenizer(data.src_tokenizer, [s for s, _ in train],
+                                    min_freq=data.min_freq, max_size=max_size)
+    tgt = tokenizers.make_tokenizer(data.tgt_tokenizer, [t for _, t in train],
+                                    min_freq=data.min_freq, max_size=max_size)
+    return src, tgt
+
+  def _eval_boundaries(self, encoded):
+    longest_src = max(len(s) for name in ("valid", "test") for s in encoded[name][0])
+    longest_tgt = max(len(t) + 1 for name in ("valid", "test") for t in encoded[name][1])
+
+    def fit(boundaries, length):
+      for b in boundaries:
+        if b >= length:
+          return (b,)
+      return (boundaries[-1],)  # too_long decides what happens to the rest
+
+    return fit(self.src_boundaries, longest_src), fit(self.tgt_boundaries, longest_tgt)
+
+  def write_setup(self):
+    """The first writes of the run: config and tokenizers."""
+    os.makedirs(self.workdir, exist_ok=True)
+    with open(os.path.join(self.workdir, "config.json"), "w", encoding="utf-8") as f:
+      f.write(self.config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+    self.src_tok.save(os.path.join(self.workdir, "src_tokenizer.json"))
+    self.tgt_tok.save(os.path.join(self.workdir, "tgt_tokenizer.json"))
+
+
+class Evaluator:
+  """Teacher-forced metrics and greedy decoding on the valid/test sets."""
+
+  def __init__(self, run: Run):
+    self.run = run
+    self.eval_step = training.jit_eval_step(run.model.apply)
+    self.decode = decoding.jit_greedy_decode(run.model, run.max_decode_len)
+
+  def _decode_rows(self, params, batch: dict, rows: list[int], pairs) -> list[dict]:
+    run = self.run
+    result = jax.device_get(self.decode(params, batch["src"], batch["src_len"]))
+    out = []
+    for i in rows:
+      idx = int(batch["index"][i])
+      src, ref = pairs[idx]
+      hyp_ids = result["tokens"][i][:int(result["lengths"][i])]
+      out.append({
+          "index": idx, "source": src, "reference": run.tgt_tok.join(run.tgt_tok.split(ref)),
+          "hypothesis": run.tgt_tok.decode(hyp_ids),
+          "attention": None if result["attention"] is None else result["attention"][i],
+          "hyp_ids": hyp_ids, "src_len": int(batch["src_len"][i]),
+      })
+    return out
+
+  def decode_first(self, params, split: str, count: int) -> list[dict]:
+    """Greedy outputs of the first `count` examples of the split's first batch."""
+    batch = next(iter(self.run.eval_batches[split].iterate_epoch()))
+    rows = [i for i, idx in enumerate(batch["index"]) if idx >= 0][:count]
+    return self._decode_rows(params, batch, rows, self.run.splits[split])
+
+  def __call__(self, params, split: str, max_decode: int = 0) -> tuple[dict, list[dict]]:
+    """Returns (metrics, decoded examples). max_decode > 0 decodes only the
+    first that many examples (the teacher-forced metrics use them all)."""
+    run = self.run
+    batches = run.eval_batches[split]
+    pairs = run.splits[split]
+    sums = None
+    decoded = []
+    for batch in batches.iterate_epoch():
+      out = self.eval_step(params, _model_batch(batch))
+      sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+      rows = [i for i, idx in enumerate(batch["index"]) if idx >= 0
+              and (max_decode <= 0 or idx < max_decode)]
+      if rows:
+        decoded.extend(self._decode_rows(params, batch, rows, pairs))
+    decoded.sort(key=lambda d: d["index"])
+    values = training.summarize(jax.device_get(sums))
+    hyps = [d["hypothesis"] for d in decoded]
+    refs = [d["reference"] for d in decoded]
+    values["exact_match"] = metrics.exact_match(hyps, refs)
+    values["bleu"], values["bleu_signature"] = metrics.corpus_bleu(
+        hyps, refs, metrics.bleu_tokenizer(run.tgt_tok.kind))
+    values["decoded_examples"] = len(decoded)
+    return values, decoded
+
+
+def _plot_attention(run: Run, decoded: list[dict], path: str, count: int) -> bool:
+  examples = []
+  for d in decoded[:count]:
+    if d["attention"] is None:
+      return False
+    src_tokens = run.src_tok.split(d["source"])[:d["src_len"]]
+    tgt_tokens = [run.tgt_tok.vocab.id_to_token(int(t)) for t in d["hyp_ids"]]
+    examples.append({"weights": d["attention"], "src_tokens": src_tokens,
+                     "tgt_tokens": tgt_tokens, "title": d["source"]})
+  if not examples:
+    return False
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  plotting.save_attention_png(path, examples)
+  return True
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       stop_after: Optional[int] = None) -> Optional[dict]:
+  """Trains `config` in `workdir` (resuming if it has checkpoints), evaluates
+  on the test split, and returns the final test metrics.
+
+  stop_after: end the run after this step with a checkpoint, as a preemption
+    would, and skip the final evaluation (returns None); running again
+    resumes there.
+  """
+  run = Run(config, workdir)
+  cfg = config.train
+  run.write_setup()
+  writer = MetricWriter(run.workdir)
+  ckpts = Checkpoints(run.ckpt_dir, keep=cfg.keep_checkpoints)
+  try:
+    return _train(run, writer, ckpts, stop_after)
+  finally:
+    ckpts.close()
+    writer.close()
+
+
+def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optional[int]):
+  config, cfg = run.config, run.config.train
+  rng = jax.random.key(config.seed)
+  init_rng, dropout_rng = jax.random.split(rng)
+  first = run.train_batches.batch_at(0)
+  state = training.create_train_state(run.model, cfg, init_rng, _model_batch(first))
+  if run.resuming:
+    state = ckpts.restore(state)
+  start_step = int(jax.device_get(state.step))
+  num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))
+  logging.info("model %s: %d parameters; %d training examples in buckets %s; %s",
+               config.model.name, num_params, run.train_batches.num_examples,
+               run.train_batches.bucket_counts(),
+               f"resuming at step {start_step}" if start_step else "starting")
+  print(f"{num_params:,} parameters, {run.train_batches.num_examples:,} training examples, "
+        f"{len(run.train_batches.batch_shapes())} bucket shapes; "
+        + (f"resuming from step {start_step}" if start_step else "training from scratch"),
+        flush=True)
+  meta = {"model_fields": config_schema.model_fields(config)}
+  train_step = training.jit_train_step()
+  evaluator = Evaluator(run)
+  schedule = training.learning_rate_schedule(cfg)
+
+  pbar = None
+  if cfg.progress_bar:
+    from tqdm import tqdm
+    # Redraw often on a terminal, rarely in a log file.
+    pbar = tqdm(total=cfg.num_steps, initial=start_step, unit="step", dynamic_ncols=True,
+                mininterval=0.5 if sys.stderr.isatty() else 30.0)
+  pending = []
+  last_time, last_step, paused = time.time(), start_step, 0.0
+  stream = run.train_batches.iterate(start_step)
+  for step in range(start_step, cfg.num_steps):
+    batch = next(stream)
+    state, step_metrics = train_step(state, _model_batch(batch), dropout_rng)
+    pending.append(step_metrics)
+    done = step + 1
+    if pbar is not None:
+      pbar.update(1)
+    if done % cfg.log_every == 0 or done == cfg.num_steps:
+      fetched = jax.device_get(pending)  # the only host sync between log points
+      pending = []
+      elapsed = max(time.time() - last_time - paused, 1e-9)  # training time only
+      sums = {k: sum(float(m[k]) for m in fetched) for k in ("loss_sum", "weight_sum", "correct_sum")}
+      values = training.summarize(sums)
+      values["grad_norm"] = float(np.mean([m["grad_norm"] for m in fetched]))
+      values["learning_rate"] = float(schedule(done - 1))
+      values["steps_per_second"] = (done - last_step) / elapsed
+      values["target_tokens_per_second"] = sums["weight_sum"] / elapsed
+      if not np.isfinite(values["loss"]):
+        raise FloatingPointError(f"training loss is {values['loss']} at step {done}")
+      last_time, last_step, paused = time.time(), done, 0.0
+      writer.write(done, "train", values)
+      if pbar is not None:
+        pbar.set_postfix(loss=f"{values['loss']:.4f}",
+                         tok_s=f"{values['target_tokens_per_second']:.0f}")
+    pause_start = time.time()
+    if done % cfg.eval_every == 0 or done == cfg.num_steps:
+      _periodic_eval(run, evaluator, writer, state.params, done)
+    stopping = stop_after is not None and done >= stop_after
+    if done % cfg.checkpoint_every == 0 or done == cfg.num_steps or stopping:
+      ckpts.save(state, meta)
+    paused += time.time() - pause_start  # evaluation is not training throughput
+    if stopping:
+      break
+  if pbar is not None:
+    pbar.close()
+  ckpts.wait()
+  if stop_after is not None and int(jax.device_get(state.step)) < cfg.num_steps:
+    print(f"stopped at step {int(jax.device_get(state.step))}; run again to resume", flush=True)
+    return None
+  return _final_eval(run, evaluator, writer, state, train_step)
+
+
+def _periodic_eval(run: Run, evaluator: Evaluator, writer: MetricWriter, params, step: int):
+  values, _ = evaluator(params, "valid", run.config.eval.num_decode_examples)
+  writer.write(step, "valid", values)
+  logging.info("step %d valid: %s", step, values)
+  count = run.config.eval.num_attention_plots
+  if count:
+    # A few fixed test examples, so the pictures of successive evals compare.
+    decoded = evaluator.decode_first(params, "test", count)
+    path = os.path.join(run.workdir, "attention", f"step_{step}.png")
+    if _plot_attention(run, decoded, path, count):
+      writer.image(step, "attention", plotting.figure_to_array(path))
+
+
+def _final_eval(run: Run, evaluator: Evaluator, writer: MetricWriter, state, train_step) -> dict:
+  step = int(jax.device_get(state.step))
+  values, decoded = evaluator(state.params, "test")
+  values["train_step_compilations"] = train_step._cache_size()
+  values["train_bucket_shapes"] = len(run.train_batches.batch_shapes())
+  values["compilations_total"] = compilation_count()
+  writer.write(step, "test", values)
+  samples_path = os.path.join(run.workdir, "samples.txt")
+  with open(samples_path, "w", encoding="utf-8") as f:
+    f.write("source\thypothesis\treference\n")
+    for d in decoded:
+      f.write(f"{d['source']}\t{d['hypothesis']}\t{d['reference']}\n")
+  writer.text(step, "samples", "\n".join(
+      f"{d['source']} -> {d['hypothesis']} (ref {d['reference']})"
+      for d in decoded[:run.config.eval.num_samples]))
+  lines = [
+      f"test after {step} steps: exact match {100 * values['exact_match']:.2f}% "
+      f"({values['decoded_examples']} examples), BLEU {values['bleu']:.2f}, "
+      f"token accuracy {100 * values['token_accuracy']:.2f}%, perplexity {values['perplexity']:.4f}",
+      f"  BLEU signature: {values['bleu_signature']}",
+      f"  XLA compilations: {values['compilations_total']} in total, "
+      f"{values['train_step_compilations']} of the train step for "
+      f"{values['train_bucket_shapes']} bucket shapes",
+  ]
+  for d in decoded[:run.config.eval.num_samples]:
+    mark = "ok " if d["hypothesis"] == d["reference"] else "BAD"
+    lines.append(f"  [{mark}] {d['source']!r} -> {d['hypothesis']!r} (reference {d['reference']!r})")
+  lines.append(f"workdir: {run.workdir} (samples.txt has every test translation)")
+  print("\n".join(lines), flush=True)
+  return values

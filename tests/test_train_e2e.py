@@ -1,0 +1,142 @@
+"""train.py end to end on a tiny config: outputs, resume, and user errors.
+
+The expensive part (a whole run) happens once per module and is shared.
+"""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from seq2seq_jax import trainer
+from seq2seq_jax.checkpoints import Checkpoints
+from seq2seq_jax.errors import CheckpointError, ConfigError, DataError
+from seq2seq_jax.metric_writer import read_metrics
+from tests import tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def train_py(*args, cwd=ROOT):
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  return subprocess.run([sys.executable, os.path.join(ROOT, "train.py"),
+                         "--config=" + os.path.join(ROOT, "tests", "tiny_config.py"), *args],
+                        cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """One complete tiny run through the real command line."""
+  workdir = str(tmp_path_factory.mktemp("run"))
+  proc = train_py(f"--workdir={workdir}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return workdir, proc
+
+
+def test_run_writes_the_workdir(trained):
+  workdir, proc = trained
+  for name in ("config.json", "src_tokenizer.json", "tgt_tokenizer.json", "metrics.jsonl",
+               "samples.txt"):
+    assert os.path.isfile(os.path.join(workdir, name)), name
+  assert sorted(Checkpoints(os.path.join(workdir, "checkpoints")).all_steps()) == [4, 8]
+  assert os.path.isfile(os.path.join(workdir, "attention", "step_8.png"))
+  assert any(f.startswith("events") for f in os.listdir(os.path.join(workdir, "tensorboard")))
+  events = read_metrics(workdir)
+  assert {e["split"] for e in events} == {"train", "valid", "test"}
+  assert [e["step"] for e in events if e["split"] == "train"] == [2, 4, 6, 8]
+  test = read_metrics(workdir, "test")[-1]
+  assert 0.0 <= test["exact_match"] <= 1.0 and test["decoded_examples"] == 40
+  # Bounded shapes: one train-step compile per bucket shape, no more.
+  assert test["train_step_compilations"] == test["train_bucket_shapes"]
+  assert "exact match" in proc.stdout and "BLEU" in proc.stdout
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["model"]["encoder"]["hidden"] == 16
+
+
+def test_rerun_resumes_instead_of_retraining(trained):
+  workdir, _ = trained
+  before = len(read_metrics(workdir, "train"))
+  proc = train_py(f"--workdir={workdir}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "resuming from step 8" in proc.stdout
+  assert len(read_metrics(workdir, "train")) == before  # no step trained twice
+
+
+def test_resume_gives_identical_parameters(tmp_path):
+  config = tiny_config.get_config()
+  config.train.num_steps = 6
+  config.train.checkpoint_every = 100
+  config.train.eval_every = 100
+  config.eval.num_attention_plots = 0
+  straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
+  trainer.train_and_evaluate(copy.deepcopy(config), straight)
+  assert trainer.train_and_evaluate(copy.deepcopy(config), split, stop_after=3) is None
+  assert Checkpoints(os.path.join(split, "checkpoints")).latest_step() == 3
+  trainer.train_and_evaluate(copy.deepcopy(config), split)
+
+  def params(workdir):
+    run = trainer.Run(copy.deepcopy(config), workdir)
+    from seq2seq_jax import training
+    state = training.create_train_state(run.model, config.train, jax.random.key(0),
+                                        trainer._model_batch(run.train_batches.batch_at(0)))
+    return Checkpoints(run.ckpt_dir).restore(state)
+
+  a, b = params(straight), params(split)
+  assert int(a.step) == int(b.step) == 6
+  for x, y in zip(jax.tree.leaves((a.params, a.opt_state)), jax.tree.leaves((b.params, b.opt_state))):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("--config.model.encoder.cell=transformer", "config.model.encoder.cell must be one of rnn, gru, lstm"),
+    ("--config.model.decoder.hidden=-4", "config.model.decoder.hidden must be an integer >= 1"),
+    ("--config.data.source=builtin:poetry", "config.data.source must be 'builtin:<task>'"),
+])
+def test_bad_config_values_are_refused_in_process(tmp_path, override, needle):
+  config = tiny_config.get_config()
+  field, value = override[len("--config."):].split("=")
+  node = config
+  parts = field.split(".")
+  for p in parts[:-1]:
+    node = node[p]
+  node[parts[-1]] = type(node[parts[-1]])(value)
+  with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace("'", "'")):
+    trainer.train_and_evaluate(config, str(tmp_path / "w"))
+  assert not os.path.exists(tmp_path / "w")
+
+
+def test_data_errors(tmp_path):
+  bad = tmp_path / "bad.tsv"
+  bad.write_text("hello\tbonjour\n\nno tab here\n", encoding="utf-8")
+  config = tiny_config.get_config()
+  config.data.source = f"tsv:{bad}"
+  with pytest.raises(DataError, match=f"{bad}:3: expected"):
+    trainer.train_and_evaluate(config, str(tmp_path / "w"))
+  config.data.source = f"tsv:{tmp_path / 'missing.tsv'}"
+  with pytest.raises(DataError, match="missing.tsv"):
+    trainer.train_and_evaluate(config, str(tmp_path / "w"))
+  assert not os.path.exists(tmp_path / "w")
+
+
+def test_command_line_errors_exit_2_without_traceback(trained, tmp_path):
+  workdir, _ = trained
+  proc = train_py(f"--workdir={tmp_path / 'w'}", "--config.model.encoder.cell=tanh")
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1].startswith("error: config.model.encoder.cell")
+  assert "Traceback" not in proc.stderr and not os.path.exists(tmp_path / "w")
+
+  # A workdir trained with another model is refused, and left as it was.
+  snapshot = {name: open(os.path.join(workdir, name), "rb").read()
+              for name in ("config.json", "metrics.jsonl", "src_tokenizer.json")}
+  steps = Checkpoints(os.path.join(workdir, "checkpoints")).all_steps()
+  proc = train_py(f"--workdir={workdir}", "--config.model.encoder.hidden=32")
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr
+  assert "model.encoder.hidden: 16 -> 32" in proc.stderr
+  for name, content in snapshot.items():
+    assert open(os.path.join(workdir, name), "rb").read() == content, name
+  assert Checkpoints(os.path.join(workdir, "checkpoints")).all_steps() == steps
