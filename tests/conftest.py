@@ -1,8 +1,21 @@
-"""Shared test setup: the repo root on sys.path (for `configs`, `tests`)."""
+"""Shared test setup.
+
+* The repo root goes on sys.path (for `configs` and `tests`).
+* JAX's persistent compilation cache is pointed at one directory for the
+  whole session (subprocesses of `train.py` inherit it through the
+  environment), so the same tiny model is compiled once, not once per run.
+  It changes no result: a cache hit is the same executable.
+"""
 
 import os
 import sys
+import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
+
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), "seq2seq_jax_test_xla_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")

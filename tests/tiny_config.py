@@ -11,6 +11,8 @@ def get_config():
   config.data.num_train = 400
   config.data.num_valid = 40
   config.data.num_test = 40
+  config.data.src_boundaries = "16,32"  # Two bucket shapes: few compiles, still bucketed.
+  config.data.tgt_boundaries = "12"
   config.model.embed_dim = 8
   config.model.encoder.hidden = 16
   config.model.decoder.hidden = 16
