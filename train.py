@@ -1,11 +1,12 @@
 """Trains and evaluates a model: `python train.py --config=configs/default.py`.
 
 Everything is in the config; this file only parses flags and calls
-`seq2seq_jax.trainer.train_and_evaluate`. A mistake a user can make (bad
-config value, missing or malformed data, incompatible checkpoint) is printed
-as one line and exits with status 2.
+`seq2seq_jax.trainer.train_and_evaluate`. A mistake a user can make (unknown
+flag or config field, bad config value, missing or malformed data,
+incompatible checkpoint) is printed as one line and exits with status 2.
 """
 
+import os
 import sys
 
 from absl import app, flags
@@ -15,17 +16,49 @@ from ml_collections import config_flags
 from seq2seq_jax.errors import UserError
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file(
-    "config", "configs/default.py", "Config file (a get_config() module); override "
-    "fields with --config.a.b=value.", lock_config=True)
+
+
+def _fail(message: str):
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _no_such_field(error: Exception):
+  name = str(error).strip("\"'")
+  _fail(f"no config field {name!r}: each --config.<field> must name a field of the "
+        "config file (all fields are listed in README.md)")
+
+
+try:
+  # ml_collections turns --config.a.b=v overrides into flags right here, so an
+  # override naming no field fails at definition time.
+  config_flags.DEFINE_config_file(
+      "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.py"),
+      "Config file (a get_config() module); override "
+      "fields with --config.a.b=value.", lock_config=True)
+except (AttributeError, KeyError) as e:
+  _no_such_field(e)
 flags.DEFINE_string("workdir", "runs/default", "Directory for checkpoints, metrics, "
                     "plots and samples; rerunning on it resumes.")
 
 
+def _parse_flags_or_exit(argv):
+  """app.run's flag parser, with mistakes as one line and exit 2."""
+  try:
+    remaining = FLAGS(argv)
+    FLAGS.config.keys()  # the config file is loaded lazily: load it now
+  except flags.Error as e:
+    _fail(str(e))
+  except (AttributeError, KeyError) as e:
+    _no_such_field(e)
+  except Exception as e:  # noqa: BLE001  (a missing or broken config file)
+    _fail(f"cannot load the --config file: {str(e).strip().splitlines()[-1].strip()}")
+  return remaining
+
+
 def main(argv):
   if len(argv) > 1:
-    print(f"error: unexpected arguments {argv[1:]} (settings go in --config.*)", file=sys.stderr)
-    sys.exit(2)
+    _fail(f"unexpected arguments {argv[1:]} (settings go in --config.<field>=<value>)")
   if not FLAGS["verbosity"].present:
     # Quiet by default (warnings, the progress bar, results); -v 0 for info logs.
     absl_logging.set_verbosity(absl_logging.WARNING)
@@ -33,9 +66,8 @@ def main(argv):
   try:
     trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    _fail(str(e))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags_or_exit)

@@ -57,7 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.train = train = ml_collections.ConfigDict()
   train.batch_size = 64  # Examples per step (filler rows pad a bucket's last batch).
-  train.num_steps = 1_500  # Training steps in the whole run.
+  train.num_steps = 1_000  # Training steps in the whole run.
   train.optimizer = "adam"  # "adam" or "adamw".
   train.learning_rate = 3e-3  # Peak learning rate.
   train.warmup_steps = 200  # Linear warmup from 0 to the peak.
@@ -66,8 +66,8 @@ def get_config() -> ml_collections.ConfigDict:
   train.weight_decay = 0.0  # Decoupled weight decay (adamw only).
   train.grad_clip_norm = 1.0  # Clip gradients to this global norm; 0 = no clipping.
   train.log_every = 100  # Steps between training-metric log lines.
-  train.eval_every = 500  # Steps between validation runs (and at the end).
-  train.checkpoint_every = 500  # Steps between checkpoints (and at the end).
+  train.eval_every = 250  # Steps between validation runs (and at the end).
+  train.checkpoint_every = 250  # Steps between checkpoints (and at the end).
   train.keep_checkpoints = 3  # Checkpoints kept on disk (the newest).
   train.progress_bar = True  # tqdm progress bar with loss and tokens/s.
 

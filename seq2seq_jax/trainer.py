@@ -17,7 +17,6 @@ import time
 from typing import Optional
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax import monitoring
@@ -166,17 +165,17 @@ class Evaluator:
     run = self.run
     batches = run.eval_batches[split]
     pairs = run.splits[split]
-    sums = None
+    sums = {}
     decoded = []
     for batch in batches.iterate_epoch():
-      out = self.eval_step(params, _model_batch(batch))
-      sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+      out = jax.device_get(self.eval_step(params, _model_batch(batch)))
+      sums = {k: sums.get(k, 0.0) + float(v) for k, v in out.items()}
       rows = [i for i, idx in enumerate(batch["index"]) if idx >= 0
               and (max_decode <= 0 or idx < max_decode)]
       if rows:
         decoded.extend(self._decode_rows(params, batch, rows, pairs))
     decoded.sort(key=lambda d: d["index"])
-    values = training.summarize(jax.device_get(sums))
+    values = training.summarize(sums)
     hyps = [d["hypothesis"] for d in decoded]
     refs = [d["reference"] for d in decoded]
     values["exact_match"] = metrics.exact_match(hyps, refs)
@@ -244,7 +243,7 @@ def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optio
   meta = {"model_fields": config_schema.model_fields(config)}
   train_step = training.jit_train_step()
   evaluator = Evaluator(run)
-  schedule = training.learning_rate_schedule(cfg)
+  schedule = jax.jit(training.learning_rate_schedule(cfg))  # one compile, not one per op
 
   pbar = None
   if cfg.progress_bar:

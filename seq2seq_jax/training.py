@@ -7,6 +7,7 @@ adding before dividing once.
 """
 
 import functools
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -49,18 +50,19 @@ def make_optimizer(cfg) -> optax.GradientTransformation:
 
 def create_train_state(model: nn.Module, cfg, rng: Array, batch: dict) -> TrainState:
   """Initializes parameters from one batch's shapes (values do not matter)."""
-  params_rng, dropout_rng = jax.random.split(rng)
+  tx = make_optimizer(cfg)
 
-  @jax.jit
-  def init(src, src_len, tgt_in):
-    return model.init({"params": params_rng, "dropout": dropout_rng},
-                      src, src_len, tgt_in, train=False)["params"]
+  @jax.jit  # one compilation for all of it, instead of one per parameter shape
+  def init(rng, src, src_len, tgt_in):
+    params_rng, dropout_rng = jax.random.split(rng)
+    params = model.init({"params": params_rng, "dropout": dropout_rng},
+                        src, src_len, tgt_in, train=False)["params"]
+    state = TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+    # An int32 array from the start (not Python's 0), so the first step and
+    # all later ones share one compiled train step per batch shape.
+    return state.replace(step=jnp.zeros((), jnp.int32))
 
-  params = init(batch["src"], batch["src_len"], batch["tgt_in"])
-  state = TrainState.create(apply_fn=model.apply, params=params, tx=make_optimizer(cfg))
-  # An int32 array from the start (not Python's 0), so the first step and
-  # all later ones share one compiled train step per batch shape.
-  return state.replace(step=jnp.zeros((), jnp.int32))
+  return init(rng, batch["src"], batch["src_len"], batch["tgt_in"])
 
 
 def token_losses(logits: Array, targets: Array) -> Array:
@@ -128,11 +130,14 @@ def jit_eval_step(apply_fn):
 
 
 def summarize(sums: dict) -> dict:
-  """Sums (possibly over many batches) -> loss, perplexity, token accuracy."""
+  """Sums (possibly over many batches) -> loss, perplexity, token accuracy.
+
+  Plain Python on fetched numbers: no device work, nothing to compile.
+  """
   weight = max(float(sums["weight_sum"]), 1.0)
   loss = float(sums["loss_sum"]) / weight
   return {
       "loss": loss,
-      "perplexity": float(jnp.exp(jnp.minimum(loss, 50.0))),
+      "perplexity": math.exp(min(loss, 50.0)),
       "token_accuracy": float(sums["correct_sum"]) / weight,
   }

@@ -129,6 +129,9 @@ def test_command_line_errors_exit_2_without_traceback(trained, tmp_path):
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1].startswith("error: config.model.encoder.cell")
   assert "Traceback" not in proc.stderr and not os.path.exists(tmp_path / "w")
+  proc = train_py(f"--workdir={tmp_path / 'w'}", "--config.model.encoder.size=3")
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr
+  assert proc.stderr.startswith("error: no config field 'size'")
 
   # A workdir trained with another model is refused, and left as it was.
   snapshot = {name: open(os.path.join(workdir, name), "rb").read()
