@@ -121,8 +121,16 @@ def eval_step(apply_fn, params: Any, batch: dict) -> dict:
 
 def jit_train_step():
   """`train_step` compiled once per batch shape, with the old state donated
-  so its buffers are reused for the new one."""
-  return jax.jit(train_step, donate_argnums=(0,))
+  so its buffers are reused for the new one.
+
+  Each call wraps a new function object, so each run gets its own jit cache
+  and `_cache_size()` counts that run's compilations only.
+  """
+  def step(state, batch, dropout_rng):
+    return train_step(state, batch, dropout_rng)
+
+  step.__name__ = "train_step"
+  return jax.jit(step, donate_argnums=(0,))
 
 
 def jit_eval_step(apply_fn):
