@@ -14,11 +14,10 @@ from seq2seq_jax.data.tasks import TASKS
 from seq2seq_jax.data.tokenizers import TOKENIZER_KINDS as TOKENIZERS
 from seq2seq_jax.errors import ConfigError
 from seq2seq_jax.models import MODELS
+from seq2seq_jax.models.attention import NORMALIZERS, SCORES
 from seq2seq_jax.models.recurrent import CELLS
 from seq2seq_jax.models.rnn_seq2seq import BRIDGES, DECODERS
 
-SCORES = ("additive",)
-NORMALIZERS = ("softmax",)
 OPTIMIZERS = ("adam", "adamw")
 DECAYS = ("cosine", "linear", "constant")
 TOO_LONG = ("error", "drop", "truncate")
@@ -109,8 +108,10 @@ SCHEMA: dict[str, Callable] = {
     "model.decoder.cell": one_of(*CELLS),
     "model.decoder.hidden": integer(1),
     "model.decoder.num_layers": integer(1),
+    "model.decoder.input_feeding": boolean,
     "model.attention.score": one_of(*SCORES),
     "model.attention.normalize": one_of(*NORMALIZERS),
+    "model.attention.topk": integer(1),
     "model.attention.dim": integer(1),
     "train.batch_size": integer(1),
     "train.num_steps": integer(1),
@@ -149,6 +150,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
     except (KeyError, AttributeError):
       raise ConfigError(f"config.{field} is missing (see configs/default.py)") from None
     check(field, value)
+  model = config.model
+  memory = model.encoder.hidden * (2 if model.encoder.bidirectional else 1)
+  if (model.decoder.type != "plain" and model.attention.score in ("dot", "scaled_dot")
+      and memory != model.decoder.hidden):
+    raise ConfigError(
+        f"config.model.attention.score={model.attention.score!r} compares decoder states with "
+        f"encoder outputs, so config.model.decoder.hidden ({model.decoder.hidden}) must equal "
+        f"the encoder output size ({memory} = encoder.hidden x directions); or use 'general'")
   data = config.data
   if data.min_len and data.max_len and data.min_len > data.max_len:
     raise ConfigError(f"config.data.min_len ({data.min_len}) must not exceed "

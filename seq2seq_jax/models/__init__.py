@@ -24,7 +24,11 @@ def _rnn_seq2seq(cfg, src_vocab_size: int, tgt_vocab_size: int) -> nn.Module:
       decoder_cell=cfg.decoder.cell,
       decoder_hidden=cfg.decoder.hidden,
       decoder_layers=cfg.decoder.num_layers,
+      attention_score=cfg.attention.score,
+      attention_normalizer=cfg.attention.normalize,
+      attention_topk=cfg.attention.topk,
       attention_dim=cfg.attention.dim,
+      input_feeding=cfg.decoder.input_feeding,
       bridge=cfg.bridge,
       dropout=cfg.dropout,
   )

@@ -83,37 +83,271 @@ def attend(weights: Array, values: Array) -> Array:
   return jnp.einsum("b...k,bkd->b...d", weights, values)
 
 
-class AdditiveAttention(nn.Module):
-  """Holds Bahdanau attention's weights: w_q [query_features, features],
-  w_k [key_features, features], b_k [features] and v [features].
+# -- normalizers: scores -> weights ------------------------------------------
 
-  Calling it runs the whole thing, for a standalone user. RNN decoders instead
-  call `project_keys` once per source sequence and `params()` to score inside
-  their scan, so the keys are not re-projected at every decoder step.
+NORMALIZERS = ("softmax", "sparsemax", "topk")
+
+
+def _keep_mask(scores: Array, valid_lens: Optional[Array], mask: Optional[Array]) -> Array:
+  keep = jnp.ones(scores.shape, bool)
+  if valid_lens is not None:
+    keep = keep & _valid_lens_mask(valid_lens, scores.shape)
+  if mask is not None:
+    keep = keep & mask
+  return keep
+
+
+def masked_sparsemax(scores: Array, valid_lens: Optional[Array] = None,
+                     mask: Optional[Array] = None) -> Array:
+  """Sparsemax (Martins & Astudillo 2016) over the last axis, with masking.
+
+  The Euclidean projection of the scores onto the probability simplex:
+  `p = max(z - tau, 0)` with `tau` chosen so `p` sums to 1. Low-scoring valid
+  keys get exactly zero weight; masked keys always do; rows with no valid key
+  are all zeros. Same arguments as `masked_softmax`.
   """
-  features: int
+  keep = _keep_mask(scores, valid_lens, mask)
+  # Masked keys are filled with a value below any possible threshold
+  # (tau > max(z) - 1), finite so that no inf reaches the gradient.
+  top = jnp.max(jnp.where(keep, scores, jnp.finfo(scores.dtype).min), axis=-1, keepdims=True)
+  top = jax.lax.stop_gradient(jnp.where(jnp.any(keep, -1, keepdims=True), top, 0.0))
+  z = jnp.where(keep, scores, top - 2.0)
+  z_sorted = -jnp.sort(-z, axis=-1)
+  ranks = jnp.arange(1, z.shape[-1] + 1, dtype=z.dtype)
+  cumsum = jnp.cumsum(z_sorted, axis=-1)
+  in_support = 1.0 + ranks * z_sorted > cumsum
+  support = jnp.sum(in_support, axis=-1, keepdims=True)
+  tau_sum = jnp.take_along_axis(cumsum, jnp.maximum(support - 1, 0).astype(jnp.int32), axis=-1)
+  tau = (tau_sum - 1.0) / jnp.maximum(support, 1).astype(z.dtype)
+  return jnp.where(keep, jnp.maximum(z - tau, 0.0), 0.0)
+
+
+def masked_topk(scores: Array, k: int, valid_lens: Optional[Array] = None,
+                mask: Optional[Array] = None) -> Array:
+  """Hard attention: only the k best-scoring valid keys get weight.
+
+  Forward: the softmax renormalized over the top k valid keys (k=1 is argmax
+  attention, a one-hot row); every other key gets exactly zero. Ties are broken
+  toward the earlier key. Backward: the straight-through estimator, i.e. the
+  gradient of the full masked softmax, so keys outside the top k still
+  receive a learning signal and can enter it.
+  """
+  keep = _keep_mask(scores, valid_lens, mask)
+  soft = masked_softmax(scores, mask=keep)
+  # Each key's rank among the valid ones, best first; a stable sort breaks
+  # ties toward the earlier key, so never more than k keys are selected.
+  masked = jnp.where(keep, scores, -jnp.inf)
+  rank = jnp.argsort(jnp.argsort(-masked, axis=-1, stable=True), axis=-1, stable=True)
+  selected = keep & (rank < k)
+  hard = masked_softmax(jax.lax.stop_gradient(scores), mask=selected)
+  return hard + (soft - jax.lax.stop_gradient(soft))
+
+
+def normalize(kind: str, scores: Array, valid_lens: Optional[Array] = None,
+              mask: Optional[Array] = None, topk: int = 1) -> Array:
+  """Scores -> attention weights with the normalizer named `kind`."""
+  if kind == "softmax":
+    return masked_softmax(scores, valid_lens, mask)
+  if kind == "sparsemax":
+    return masked_sparsemax(scores, valid_lens, mask)
+  if kind == "topk":
+    return masked_topk(scores, topk, valid_lens, mask)
+  raise ValueError(f"normalizer must be one of {NORMALIZERS}, got {kind!r}")
+
+
+# -- score functions: (query, keys) -> scores --------------------------------
+
+SCORES = ("additive", "dot", "scaled_dot", "general", "concat")
+
+
+def dot_scores(query: Array, keys: Array) -> Array:
+  """Luong's dot: q . k. query [batch, (q,) d], keys [batch, k, d]."""
+  if query.ndim == 2:
+    return jnp.einsum("bd,bkd->bk", query, keys)
+  return jnp.einsum("bqd,bkd->bqk", query, keys)
+
+
+def scaled_dot_scores(query: Array, keys: Array) -> Array:
+  """q . k / sqrt(d) (Vaswani et al. 2017): keeps the softmax out of saturation
+  as d grows."""
+  return dot_scores(query, keys) / jnp.sqrt(jnp.asarray(keys.shape[-1], query.dtype))
+
+
+def general_scores(query: Array, w: Array, keys: Array) -> Array:
+  """Luong's general (bilinear): q . W k, with W [d_q, d_k]."""
+  return dot_scores(query, keys @ w.T)
+
+
+def concat_scores(query: Array, keys: Array, w: Array, b: Array, v: Array) -> Array:
+  """Luong's concat: v . tanh(W [q; k] + b), with W [d_q + d_k, attn].
+
+  Written literally (one concatenated input per query-key pair) as a
+  reference; `Scorer` computes the same thing with W split into its query
+  and key halves, so the key half is applied once per sequence.
+  """
+  q = query if query.ndim == 3 else query[:, None, :]
+  pairs = jnp.concatenate(
+      [jnp.broadcast_to(q[:, :, None, :], q.shape[:2] + keys.shape[1:2] + q.shape[-1:]),
+       jnp.broadcast_to(keys[:, None, :, :], q.shape[:2] + keys.shape[1:])], axis=-1)
+  scores = jnp.tanh(pairs @ w + b) @ v
+  return scores if query.ndim == 3 else scores[:, 0]
+
+
+class Scorer(nn.Module):
+  """Holds the weights of one score function and splits its work in two:
+
+  * `project_keys(keys)`: everything that depends on the keys only, run once
+    per source sequence (hoisted out of a decoder's scan);
+  * `params()` + `score_projected(kind, params, query, projected_keys)`: the
+    per-query part, a pure function that can run inside `lax.scan`.
+
+  Weights per score: additive: w_q [d_q, A], w_k [d_k, A], b_k [A], v [A];
+  concat: w [d_q + d_k, A], b [A], v [A] (the same family as additive: Luong's
+  name, with the bias on the joint layer); general: w [d_q, d_k];
+  dot and scaled_dot: none (they need d_q == d_k).
+  """
+  kind: str
   query_features: int
   key_features: int
+  features: int = 128  # A, the tanh layer of additive/concat
 
   def setup(self):
     init = nn.initializers.lecun_normal()
-    self.w_q = self.param("w_q", init, (self.query_features, self.features))
-    self.w_k = self.param("w_k", init, (self.key_features, self.features))
-    self.b_k = self.param("b_k", nn.initializers.zeros, (self.features,))
-    self.v = self.param("v", nn.initializers.normal(stddev=self.features ** -0.5),
-                        (self.features,))
+    a, dq, dk = self.features, self.query_features, self.key_features
+    v_init = nn.initializers.normal(stddev=a ** -0.5)
+    if self.kind == "additive":
+      self.w_q = self.param("w_q", init, (dq, a))
+      self.w_k = self.param("w_k", init, (dk, a))
+      self.b_k = self.param("b_k", nn.initializers.zeros, (a,))
+      self.v = self.param("v", v_init, (a,))
+    elif self.kind == "concat":
+      self.w = self.param("w", init, (dq + dk, a))
+      self.b = self.param("b", nn.initializers.zeros, (a,))
+      self.v = self.param("v", v_init, (a,))
+    elif self.kind == "general":
+      self.w = self.param("w", init, (dq, dk))
+    elif self.kind in ("dot", "scaled_dot"):
+      if dq != dk:
+        raise ValueError(f"{self.kind} attention needs query and key sizes to match, "
+                         f"got {dq} and {dk}")
+    else:
+      raise ValueError(f"score must be one of {SCORES}, got {self.kind!r}")
 
   def params(self) -> dict:
-    return {"w_q": self.w_q, "v": self.v}
+    """The per-query weights, as plain arrays."""
+    if self.kind == "additive":
+      return {"w_q": self.w_q, "v": self.v}
+    if self.kind == "concat":
+      return {"w_q": self.w[:self.query_features], "v": self.v}
+    return {}
 
   def project_keys(self, keys: Array) -> Array:
-    """[batch, keys, key_features] -> [batch, keys, features]."""
-    return keys @ self.w_k + self.b_k
+    """[batch, k, d_k] -> what `score_projected` needs of the keys."""
+    if self.kind == "additive":
+      return keys @ self.w_k + self.b_k
+    if self.kind == "concat":
+      return keys @ self.w[self.query_features:] + self.b
+    if self.kind == "general":
+      return keys @ self.w.T  # q . W k == q . (k W^T)
+    return keys
 
+  def __call__(self, query: Array, keys: Array) -> Array:
+    """Scores [batch, (q,) k] of query [batch, (q,) d_q] against keys [batch, k, d_k]."""
+    return score_projected(self.kind, self.params(), query, self.project_keys(keys))
+
+
+def score_projected(kind: str, params: dict, query: Array, projected_keys: Array) -> Array:
+  """The per-query half of a score function (see `Scorer`)."""
+  if kind in ("additive", "concat"):
+    return additive_scores(query @ params["w_q"], projected_keys, params["v"])
+  if kind == "scaled_dot":
+    return scaled_dot_scores(query, projected_keys)
+  return dot_scores(query, projected_keys)  # dot, and general on W-projected keys
+
+
+class Attention(nn.Module):
+  """Single-head attention with any score and normalizer, for standalone use:
+  `context, weights = Attention(...)(query, keys, values, valid_lens)`."""
+  score: str
+  query_features: int
+  key_features: int
+  features: int = 128
+  normalizer: str = "softmax"
+  topk: int = 1
+
+  @nn.compact
   def __call__(self, query: Array, keys: Array, values: Array,
-               valid_lens: Optional[Array] = None):
-    """query [batch, (q,) query_features], keys [batch, k, key_features],
-    values [batch, k, d] -> (context [batch, (q,) d], weights [batch, (q,) k])."""
-    scores = additive_scores(query @ self.w_q, self.project_keys(keys), self.v)
-    weights = masked_softmax(scores, valid_lens)
+               valid_lens: Optional[Array] = None, mask: Optional[Array] = None):
+    scores = Scorer(self.score, self.query_features, self.key_features, self.features,
+                    name="scorer")(query, keys)
+    weights = normalize(self.normalizer, scores, valid_lens, mask, self.topk)
     return attend(weights, values), weights
+
+
+HEAD_SCORES = ("scaled_dot", "dot", "additive", "general")
+
+
+def multi_head_scores(kind: str, q: Array, k: Array, params: dict) -> Array:
+  """Per-head scores: q [batch, q, heads, d], k [batch, k, heads, d] ->
+  [batch, heads, q, k]."""
+  if kind == "additive":  # v_h . tanh(q_h + k_h), the projections being W_q, W_k
+    hidden = jnp.tanh(q.transpose(0, 2, 1, 3)[:, :, :, None, :]
+                      + k.transpose(0, 2, 1, 3)[:, :, None, :, :])
+    return jnp.einsum("bhqkd,hd->bhqk", hidden, params["v"])
+  if kind == "general":  # q_h . W_h k_h
+    k = jnp.einsum("bkhe,hde->bkhd", k, params["w"])
+  scores = jnp.einsum("bqhd,bkhd->bhqk", q, k)
+  if kind == "scaled_dot":
+    scores = scores / jnp.sqrt(jnp.asarray(q.shape[-1], scores.dtype))
+  return scores
+
+
+class MultiHeadAttention(nn.Module):
+  """Multi-head attention: project queries, keys and values into `num_heads`
+  heads, score and normalize per head, attend, concatenate, project out.
+
+  Attributes:
+    num_heads: heads; `features` must be divisible by it.
+    features: size of the output and of all heads together.
+    score: per-head score, one of HEAD_SCORES ("scaled_dot" is Vaswani et al.).
+    normalizer: "softmax", "sparsemax" or "topk" (with `topk`).
+    dropout: rate on the attention weights (training only).
+  Returns from `__call__`: output [batch, q, features] and the per-head
+  weights [batch, heads, q, k] (before dropout).
+  """
+  num_heads: int
+  features: int
+  score: str = "scaled_dot"
+  normalizer: str = "softmax"
+  topk: int = 1
+  dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, query: Array, keys: Array, values: Optional[Array] = None,
+               valid_lens: Optional[Array] = None, mask: Optional[Array] = None,
+               train: bool = False):
+    """query [batch, q, d_q], keys [batch, k, d_k], values [batch, k, d_v]
+    (default: keys); valid_lens [batch] or [batch, q]; mask broadcastable to
+    [batch, heads, q, k] (True = may attend)."""
+    if self.features % self.num_heads:
+      raise ValueError(f"features ({self.features}) must be divisible by "
+                       f"num_heads ({self.num_heads})")
+    if self.score not in HEAD_SCORES:
+      raise ValueError(f"score must be one of {HEAD_SCORES}, got {self.score!r}")
+    values = keys if values is None else values
+    head_dim = self.features // self.num_heads
+    proj = lambda name: nn.DenseGeneral((self.num_heads, head_dim), name=name)
+    q, k, v = proj("query")(query), proj("key")(keys), proj("value")(values)
+    params = {}
+    if self.score == "additive":
+      params["v"] = self.param("v", nn.initializers.normal(head_dim ** -0.5),
+                               (self.num_heads, head_dim))
+    elif self.score == "general":
+      params["w"] = self.param("w", nn.initializers.lecun_normal(batch_axis=(0,)),
+                               (self.num_heads, head_dim, head_dim))
+    scores = multi_head_scores(self.score, q, k, params)
+    weights = normalize(self.normalizer, scores, valid_lens, mask, self.topk)
+    dropped = nn.Dropout(self.dropout, deterministic=not train)(weights)
+    out = jnp.einsum("bhqk,bkhd->bqhd", dropped, v)
+    out = nn.DenseGeneral(self.features, axis=(-2, -1), name="out")(out)
+    return out, weights

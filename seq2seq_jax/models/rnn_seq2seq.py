@@ -1,4 +1,4 @@
-"""Recurrent encoder-decoder models: plain (Cho et al. 2014) and Bahdanau.
+"""Recurrent encoder-decoder models: plain, Bahdanau and Luong decoders.
 
 The model contract (see DESIGN.md), batch-major throughout:
 
@@ -11,17 +11,22 @@ The teacher-forced path is `_step` scanned over the target; `decode_step` is
 the same `_step` applied once. Both read the same weights through the same
 pure function, so training and decoding cannot disagree. What does not depend
 on the recurrence is hoisted out of the scan: the embedding part of the first
-decoder layer's input projection (all steps, one matmul), the attention key
-projection (once per source sequence, in `init_decode_state`), the plain
+decoder layer's input projection (all steps, one matmul), the key side of the
+attention score (once per source sequence, in `init_decode_state`), the plain
 decoder's context projection, and the output layer (after the scan).
 
 Decoders:
-  plain:    context = the encoder's final top-layer state, fed at every step.
-  bahdanau: context = additive attention over the encoder outputs, with the
-            *previous* decoder state as the query.
-Both feed `[embedding(y_{t-1}); context]` to the first decoder layer and read
-out `logits = W_o [h_t; context; embedding(y_{t-1})]` (Bahdanau's deep output
-without the maxout).
+  plain:    context = the encoder's final top-layer state, fed at every step
+            (Cho et al. 2014). Input [e(y_{t-1}); c], readout W_o [h_t; c; e].
+  bahdanau: context from attention with the *previous* decoder state as the
+            query (Bahdanau et al. 2015). Input [e(y_{t-1}); c_t], readout
+            W_o [h_t; c_t; e(y_{t-1})] (their deep output without the maxout).
+  luong:    the *current* state h_t is the query (Luong et al. 2015); the
+            attentional state h~_t = tanh(W_c [c_t; h_t]) feeds the output
+            layer, and with input feeding h~_{t-1} joins the next input
+            [e(y_{t-1}); h~_{t-1}].
+Both attention decoders take any score function (`attention.SCORES`) and any
+normalizer (`attention.NORMALIZERS`: softmax, sparsemax, top-k).
 """
 
 from typing import Any, Optional
@@ -35,7 +40,7 @@ from seq2seq_jax.models import recurrent
 
 Array = jax.Array
 
-DECODERS = ("plain", "bahdanau")
+DECODERS = ("plain", "bahdanau", "luong")
 BRIDGES = ("dense", "zero")
 
 
@@ -48,9 +53,13 @@ class RNNSeq2Seq(nn.Module):
     encoder_cell / decoder_cell: "rnn", "gru" or "lstm".
     encoder_hidden: hidden size per direction; encoder_layers: stacked layers.
     bidirectional: bidirectional encoder (outputs are [fwd; bwd]).
-    decoder: "plain" or "bahdanau".
+    decoder: "plain", "bahdanau" or "luong".
     decoder_hidden, decoder_layers: decoder sizes.
-    attention_dim: size of the additive-attention hidden layer.
+    attention_score: score function, one of `attention.SCORES`.
+    attention_normalizer: "softmax", "sparsemax" or "topk".
+    attention_topk: keys kept by the "topk" normalizer.
+    attention_dim: size of the additive/concat score's tanh layer.
+    input_feeding: (luong) feed the previous attentional state to the input.
     bridge: "dense" maps the encoder's final top-layer state through
       tanh(W s + b) to every decoder layer's initial state (any sizes,
       directions or cells); "zero" starts the decoder from zeros.
@@ -67,7 +76,11 @@ class RNNSeq2Seq(nn.Module):
   decoder_cell: str = "gru"
   decoder_hidden: int = 256
   decoder_layers: int = 1
+  attention_score: str = "additive"
+  attention_normalizer: str = "softmax"
+  attention_topk: int = 1
   attention_dim: int = 128
+  input_feeding: bool = True
   bridge: str = "dense"
   dropout: float = 0.0
 
@@ -84,19 +97,32 @@ class RNNSeq2Seq(nn.Module):
     memory_dim = self.encoder_hidden * (2 if self.bidirectional else 1)
     self.cells = [
         recurrent.Cell(self.decoder_cell,
-                       self.embed_dim + memory_dim if l == 0 else self.decoder_hidden,
+                       self.embed_dim + self._extra_input_dim() if l == 0 else self.decoder_hidden,
                        self.decoder_hidden, name=f"decoder_layer{l}")
         for l in range(self.decoder_layers)
     ]
-    if self.decoder == "bahdanau":
-      self.attention = attn_lib.AdditiveAttention(
-          self.attention_dim, self.decoder_hidden, memory_dim)
+    if self.decoder != "plain":
+      self.scorer = attn_lib.Scorer(self.attention_score, self.decoder_hidden, memory_dim,
+                                    self.attention_dim)
+    if self.decoder == "luong":
+      # W_c of h~ = tanh(W_c [c; h]); no bias, as in Luong et al.
+      self.w_c = self.param("w_c", nn.initializers.lecun_normal(),
+                            (memory_dim + self.decoder_hidden, self.decoder_hidden))
     if self.bridge == "dense":
       parts = 2 if self.decoder_cell == "lstm" else 1
       self.bridges = [nn.Dense(self.decoder_hidden, name=f"bridge{l}_{p}")
                       for l in range(self.decoder_layers) for p in range(parts)]
     self.output = nn.Dense(self.tgt_vocab_size)
     self.drop = nn.Dropout(self.dropout)
+
+  def _memory_dim(self) -> int:
+    return self.encoder_hidden * (2 if self.bidirectional else 1)
+
+  def _extra_input_dim(self) -> int:
+    """What joins the embedding at the first decoder layer's input."""
+    if self.decoder == "luong":
+      return self.decoder_hidden if self.input_feeding else 0
+    return self._memory_dim()  # the context vector
 
   # -- the contract ---------------------------------------------------------
 
@@ -124,9 +150,11 @@ class RNNSeq2Seq(nn.Module):
       carry = tuple(recurrent.zero_carry(kind, batch, hidden, memory["final"].dtype)
                     for _ in range(self.decoder_layers))
     state = {"carry": carry, "src_len": memory["src_len"]}
-    if self.decoder == "bahdanau":
-      state["keys"] = self.attention.project_keys(memory["outputs"])
+    if self.decoder != "plain":
+      state["keys"] = self.scorer.project_keys(memory["outputs"])
       state["values"] = memory["outputs"]
+      if self.decoder == "luong" and self.input_feeding:
+        state["attentional"] = jnp.zeros((batch, self.decoder_hidden), memory["final"].dtype)
     else:
       state["context"] = memory["final"]
       state["context_proj"] = memory["final"] @ self.cells[0]()["w_i"][self.embed_dim:]
@@ -134,7 +162,7 @@ class RNNSeq2Seq(nn.Module):
 
   def decode_step(self, state: dict, token: Array):
     """One decoder step. token int32 [batch] -> (logits [batch, vocab],
-    new state, attention weights [batch, src_time] or None for "plain")."""
+    new state, attention weights [batch, src_time], or None for "plain")."""
     params = self._step_params()
     e = self.tgt_embed(token)
     state, features, weights = self._step(
@@ -174,9 +202,18 @@ class RNNSeq2Seq(nn.Module):
     """The weights `_step` reads, fetched outside any scan: Flax modules may
     not be called inside a raw JAX transform, plain arrays may."""
     params = {"cells": [c() for c in self.cells]}
-    if self.decoder == "bahdanau":
-      params["attention"] = self.attention.params()
+    if self.decoder != "plain":
+      params["score"] = self.scorer.params()
+    if self.decoder == "luong":
+      params["w_c"] = self.w_c
     return params
+
+  def _attend(self, params: dict, state: dict, query: Array):
+    scores = attn_lib.score_projected(self.attention_score, params["score"], query,
+                                      state["keys"])
+    weights = attn_lib.normalize(self.attention_normalizer, scores, state["src_len"],
+                                 topk=self.attention_topk)
+    return attn_lib.attend(weights, state["values"]), weights
 
   def _embed_proj(self, params: dict, e: Array) -> Array:
     """The embedding's share of layer 0's input projection (hoistable)."""
@@ -189,21 +226,22 @@ class RNNSeq2Seq(nn.Module):
     kind, cells = self.decoder_cell, params["cells"]
     carry = state["carry"]
     weights = None
+    extra = self.embed_dim  # rows of layer 0's w_i past the embedding's
     if self.decoder == "bahdanau":
-      att = params["attention"]
-      query = recurrent.carry_hidden(kind, carry[-1])
-      scores = attn_lib.additive_scores(query @ att["w_q"], state["keys"], att["v"])
-      weights = attn_lib.masked_softmax(scores, state["src_len"])
-      context = attn_lib.attend(weights, state["values"])
-      xp = ep_t + context @ cells[0]["w_i"][self.embed_dim:]
+      context, weights = self._attend(params, state, recurrent.carry_hidden(kind, carry[-1]))
+      xp = ep_t + context @ cells[0]["w_i"][extra:]
+    elif self.decoder == "luong":
+      xp = ep_t
+      if self.input_feeding:
+        xp = xp + state["attentional"] @ cells[0]["w_i"][extra:]
     else:
       context = state["context"]
       xp = ep_t + state["context_proj"]
     new_carry = []
-    for l, params in enumerate(cells):
+    for l, layer in enumerate(cells):
       if l > 0:
-        xp = recurrent.project(params, x)
-      c = recurrent.cell_step(kind, params, carry[l], xp)
+        xp = recurrent.project(layer, x)
+      c = recurrent.cell_step(kind, layer, carry[l], xp)
       new_carry.append(c)
       x = recurrent.carry_hidden(kind, c)
       if train and key is not None and l < len(cells) - 1:
@@ -211,5 +249,11 @@ class RNNSeq2Seq(nn.Module):
         mask = jax.random.bernoulli(jax.random.fold_in(key, l), keep, x.shape)
         x = jnp.where(mask, x / keep, 0.0)
     state = dict(state, carry=tuple(new_carry))
+    if self.decoder == "luong":
+      context, weights = self._attend(params, state, x)
+      attentional = jnp.tanh(jnp.concatenate([context, x], axis=-1) @ params["w_c"])
+      if self.input_feeding:
+        state["attentional"] = attentional
+      return state, attentional, weights
     features = jnp.concatenate([x, context, e_t], axis=-1)
     return state, features, weights

@@ -10,11 +10,12 @@ from seq2seq_jax.models.rnn_seq2seq import RNNSeq2Seq
 SRC_V, TGT_V = 13, 11
 
 
-def make(decoder, cell, bidirectional=True, decoder_layers=2):
+def make(decoder, cell, bidirectional=True, decoder_layers=2, **kwargs):
+  # encoder output 2 x 5 = decoder hidden 10, so dot scores fit too
   return RNNSeq2Seq(SRC_V, TGT_V, embed_dim=6, encoder_cell=cell, encoder_hidden=5,
                     encoder_layers=2, bidirectional=bidirectional, decoder=decoder,
-                    decoder_cell=cell, decoder_hidden=7, decoder_layers=decoder_layers,
-                    attention_dim=4, dropout=0.2)
+                    decoder_cell=cell, decoder_hidden=10, decoder_layers=decoder_layers,
+                    attention_dim=4, dropout=0.2, **kwargs)
 
 
 def batch(rng, src_time=6, tgt_time=5):
@@ -24,13 +25,18 @@ def batch(rng, src_time=6, tgt_time=5):
   return src, src_len, tgt
 
 
-CASES = [("bahdanau", "gru"), ("bahdanau", "lstm"), ("bahdanau", "rnn"),
-         ("plain", "gru"), ("plain", "lstm")]
+CASES = [("bahdanau", "gru", {}), ("bahdanau", "lstm", {}), ("bahdanau", "rnn", {}),
+         ("plain", "gru", {}), ("plain", "lstm", {}),
+         ("luong", "lstm", dict(attention_score="general", input_feeding=True)),
+         ("luong", "gru", dict(attention_score="dot", input_feeding=False)),
+         ("luong", "rnn", dict(attention_score="concat", attention_normalizer="sparsemax")),
+         ("bahdanau", "gru", dict(attention_score="scaled_dot", attention_normalizer="topk",
+                                  attention_topk=2))]
 
 
-@pytest.mark.parametrize("decoder,cell", CASES)
-def test_teacher_forcing_equals_step_by_step(decoder, cell):
-  model = make(decoder, cell)
+@pytest.mark.parametrize("decoder,cell,kwargs", CASES)
+def test_teacher_forcing_equals_step_by_step(decoder, cell, kwargs):
+  model = make(decoder, cell, **kwargs)
   src, src_len, tgt = batch(np.random.default_rng(0))
   variables = model.init(jax.random.key(0), src, src_len, tgt)
   logits, aux = model.apply(variables, src, src_len, tgt)
@@ -48,9 +54,13 @@ def test_teacher_forcing_equals_step_by_step(decoder, cell):
     np.testing.assert_allclose(np.stack(step_attn, 1), aux["attention"], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("decoder,cell", [("bahdanau", "gru"), ("plain", "lstm")])
-def test_padding_invariance_of_logits(decoder, cell):
-  model = make(decoder, cell)
+@pytest.mark.parametrize("decoder,cell,kwargs", [
+    ("bahdanau", "gru", {}), ("plain", "lstm", {}),
+    ("luong", "gru", dict(attention_score="general")),
+    ("luong", "lstm", dict(input_feeding=False, attention_normalizer="sparsemax")),
+])
+def test_padding_invariance_of_logits(decoder, cell, kwargs):
+  model = make(decoder, cell, **kwargs)
   rng = np.random.default_rng(1)
   src, src_len, tgt = batch(rng)
   variables = model.init(jax.random.key(0), src, src_len, tgt)
@@ -70,6 +80,22 @@ def test_padding_invariance_of_logits(decoder, cell):
     keep = np.arange(src2.shape[1])[None, None] < src_len[:, None, None]
     assert np.all(w[~np.broadcast_to(keep, w.shape)] == 0.0)
     np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_input_feeding_changes_the_model():
+  rng = np.random.default_rng(4)
+  src, src_len, tgt = batch(rng)
+  fed, unfed = make("luong", "gru", input_feeding=True), make("luong", "gru", input_feeding=False)
+  v_fed = fed.init(jax.random.key(0), src, src_len, tgt)
+  v_unfed = unfed.init(jax.random.key(0), src, src_len, tgt)
+  # Layer 0 reads [embedding; previous attentional state] only with feeding.
+  assert v_fed["params"]["decoder_layer0"]["w_i"].shape[0] == 6 + 10
+  assert v_unfed["params"]["decoder_layer0"]["w_i"].shape[0] == 6
+  # With feeding, step t depends on step t-1's attention: changing the source
+  # changes later logits through both paths; still finite and distributions.
+  logits, aux = fed.apply(v_fed, src, src_len, tgt)
+  assert np.isfinite(np.asarray(logits)).all()
+  np.testing.assert_allclose(np.asarray(aux["attention"]).sum(-1), 1.0, rtol=1e-5)
 
 
 def test_dropout_changes_training_output_only():
