@@ -46,14 +46,16 @@ def get_config() -> ml_collections.ConfigDict:
   model.encoder.num_layers = 2  # Stacked encoder layers.
   model.encoder.bidirectional = False  # Add a backward layer beside each forward one.
   model.decoder = ml_collections.ConfigDict()
-  model.decoder.type = "bahdanau"  # "plain" (fixed context = encoder final state) or "bahdanau" (additive attention).
+  model.decoder.type = "bahdanau"  # "plain" (no attention), "bahdanau" (query = previous state) or "luong" (query = current state).
   model.decoder.cell = "gru"  # Decoder cell: "rnn", "gru" or "lstm".
   model.decoder.hidden = 256  # Decoder hidden size.
   model.decoder.num_layers = 1  # Stacked decoder layers.
+  model.decoder.input_feeding = True  # Luong only: feed the previous attentional state into the next input.
   model.attention = ml_collections.ConfigDict()
-  model.attention.score = "additive"  # Score function: "additive" (Bahdanau).
-  model.attention.normalize = "softmax"  # Weights from scores: "softmax".
-  model.attention.dim = 128  # Hidden size of the additive score's tanh layer.
+  model.attention.score = "additive"  # "additive", "dot", "scaled_dot", "general" (q.Wk) or "concat" (v.tanh(W[q;k])).
+  model.attention.normalize = "softmax"  # "softmax", "sparsemax" (exact zeros) or "topk" (hard: only the k best keys).
+  model.attention.topk = 1  # Keys kept by normalize="topk" (1 = hard argmax attention).
+  model.attention.dim = 128  # Hidden size of the additive/concat score's tanh layer.
 
   config.train = train = ml_collections.ConfigDict()
   train.batch_size = 64  # Examples per step (filler rows pad a bucket's last batch).

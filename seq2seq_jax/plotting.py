@@ -65,3 +65,16 @@ def figure_to_array(path: str) -> np.ndarray:
   if image.dtype != np.uint8:
     image = (np.clip(image, 0, 1) * 255).astype(np.uint8)
   return image[..., :3]
+
+
+def save_heads_png(path: str, weights, src_tokens: Sequence[str], tgt_tokens: Sequence[str],
+                   title: str = "", ncols: int = 4) -> None:
+  """One heat map per head of multi-head attention, in a grid.
+
+  weights: [heads, tgt, src] (e.g. `aux["attention"][b]` of a multi-head
+  model, or one layer's weights); cropped to the token lists.
+  """
+  weights = np.asarray(weights)
+  examples = [{"weights": w, "src_tokens": src_tokens, "tgt_tokens": tgt_tokens,
+               "title": f"{title} head {h}".strip()} for h, w in enumerate(weights)]
+  save_attention_png(path, examples, ncols=min(ncols, len(examples)))

@@ -32,3 +32,11 @@ def test_attention_png(tmp_path):
   image = plotting.figure_to_array(path)
   assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
   assert image.std() > 0  # something was drawn
+
+
+def test_heads_grid_png(tmp_path):
+  weights = np.random.default_rng(1).dirichlet(np.ones(4), size=(3, 2))  # heads, tgt, src
+  path = os.path.join(tmp_path, "heads.png")
+  plotting.save_heads_png(path, weights, list("abcd"), ["x", "<eos>"], title="ex")
+  image = plotting.figure_to_array(path)
+  assert image.shape[1] > image.shape[0]  # three panels side by side
