@@ -143,3 +143,20 @@ def test_command_line_errors_exit_2_without_traceback(trained, tmp_path):
   for name, content in snapshot.items():
     assert open(os.path.join(workdir, name), "rb").read() == content, name
   assert Checkpoints(os.path.join(workdir, "checkpoints")).all_steps() == steps
+
+
+def test_load_workdir_translates_like_the_run(trained):
+  from seq2seq_jax.inference import load_workdir
+  workdir, _ = trained
+  loaded = load_workdir(workdir)
+  assert loaded.step == 8
+  with open(os.path.join(workdir, "samples.txt"), encoding="utf-8") as f:
+    rows = [line.rstrip("\n").split("\t") for line in f][1:4]
+  out = loaded.translate([src for src, _, _ in rows])
+  # The same greedy outputs as the run's own test decoding (other padding).
+  assert [o["hypothesis"] for o in out] == [hyp for _, hyp, _ in rows]
+  for o in out:
+    if o["attention"] is not None:
+      assert o["attention"].shape == (len(o["tgt_tokens"]), len(o["src_tokens"]))
+  with pytest.raises(CheckpointError, match="has no trained model"):
+    load_workdir(os.path.dirname(workdir))

@@ -1,0 +1,97 @@
+"""Loading a trained workdir for inference: config, tokenizers, model, weights.
+
+  trained = load_workdir("runs/default")
+  out = trained.translate(["tuesday, march 3 2020"])
+
+Only what inference needs is read; nothing in the workdir is written.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Optional, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from seq2seq_jax import decoding, models
+from seq2seq_jax.checkpoints import has_checkpoints
+from seq2seq_jax.data import tokenizers
+from seq2seq_jax.errors import CheckpointError
+
+
+@dataclasses.dataclass
+class Trained:
+  config: ml_collections.ConfigDict
+  src_tok: tokenizers.CharTokenizer
+  tgt_tok: tokenizers.CharTokenizer
+  model: object
+  params: dict
+  step: int
+
+  def translate(self, sentences: Sequence[str], max_len: int = 0) -> list[dict]:
+    """Greedy translations, one dict per sentence: "source", "hypothesis",
+    "src_tokens", "tgt_tokens", "attention" ([tgt, src] or None), "unknown"
+    (count of source tokens mapped to <unk>)."""
+    max_len = max_len or int(str(self.config.data.tgt_boundaries).split(",")[-1])
+    ids = [self.src_tok.encode(s) for s in sentences]
+    width = max(1, max(len(i) for i in ids))
+    src = np.zeros((len(ids), width), np.int32)
+    for row, i in enumerate(ids):
+      src[row, :len(i)] = i
+    src_len = np.array([len(i) for i in ids], np.int32)
+    out = jax.device_get(decoding.greedy_decode(self.model, self.params, src, src_len, max_len))
+    results = []
+    for row, sentence in enumerate(sentences):
+      hyp = out["tokens"][row][:int(out["lengths"][row])]
+      results.append({
+          "source": sentence,
+          "hypothesis": self.tgt_tok.decode(hyp),
+          "src_tokens": self.src_tok.split(sentence),
+          "tgt_tokens": [self.tgt_tok.vocab.id_to_token(int(t)) for t in hyp],
+          "attention": None if out["attention"] is None
+                       else out["attention"][row][:len(hyp), :len(ids[row])],
+          "unknown": self.src_tok.count_unknown(sentence),
+      })
+    return results
+
+
+def load_workdir(workdir: str, step: Optional[int] = None) -> Trained:
+  """Reads a workdir written by `train.py`; raises CheckpointError when it
+  has no config, tokenizers or checkpoint."""
+  workdir = os.path.abspath(workdir)
+  config_path = os.path.join(workdir, "config.json")
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  if not os.path.isfile(config_path) or not has_checkpoints(ckpt_dir):
+    raise CheckpointError(f"{workdir} has no trained model (config.json and checkpoints/ are "
+                          "written by train.py)")
+  with open(config_path, encoding="utf-8") as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  src_tok = tokenizers.load_tokenizer(os.path.join(workdir, "src_tokenizer.json"))
+  tgt_tok = tokenizers.load_tokenizer(os.path.join(workdir, "tgt_tokenizer.json"))
+  try:
+    model = models.build_model(config.model, len(src_tok.vocab), len(tgt_tok.vocab))
+  except (AttributeError, KeyError) as e:
+    raise CheckpointError(f"{config_path} lacks the config field {str(e).strip(chr(34))} "
+                          "(written by an older version of seq2seq-jax?)") from None
+  with ocp.CheckpointManager(ckpt_dir) as manager:
+    step = manager.latest_step() if step is None else step
+    if step not in manager.all_steps():
+      raise CheckpointError(f"{ckpt_dir} has no checkpoint {step} (it has {manager.all_steps()})")
+    # The parameters alone, restored into the shapes this model expects.
+    dummy = np.ones((1, 1), np.int32)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), dummy, np.ones(1, np.int32),
+                                               dummy)["params"])
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = {"params": jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), shapes)}
+    try:
+      restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+          item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+          partial_restore=True)))
+    except (ValueError, KeyError, TypeError) as e:
+      raise CheckpointError(f"checkpoint {step} in {ckpt_dir} does not fit the model of "
+                            f"{config_path} ({str(e).splitlines()[0][:200]})") from None
+  return Trained(config, src_tok, tgt_tok, model, restored["state"]["params"], step)
