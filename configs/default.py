@@ -31,14 +31,15 @@ def get_config() -> ml_collections.ConfigDict:
   data.tgt_tokenizer = "char"  # Target tokenizer: "char" or "word".
   data.min_freq = 1  # Tokens seen fewer times in training map to <unk>.
   data.max_vocab = 0  # Cap on each vocabulary (specials excluded); 0 = no cap.
+  data.shared_vocab = False  # One vocabulary built from sources and targets (needs equal tokenizer kinds).
   data.src_boundaries = "12,20,32,64"  # Source length buckets (tokens): batches are padded to these; one compile each.
   data.tgt_boundaries = "12,24,48"  # Target length buckets (tokens, counting <eos>).
   data.too_long = "error"  # Examples longer than the last boundary: "error", "drop" or "truncate".
 
   config.model = model = ml_collections.ConfigDict()
-  model.name = "rnn_seq2seq"  # Model family from the registry: "rnn_seq2seq".
+  model.name = "rnn_seq2seq"  # Model family from the registry: "rnn_seq2seq" or "transformer".
   model.embed_dim = 64  # Source and target embedding size.
-  model.dropout = 0.1  # Dropout on embeddings, between stacked layers and before the output layer.
+  model.dropout = 0.1  # Dropout on embeddings, between stacked layers and on sublayer outputs.
   model.bridge = "dense"  # Decoder's initial state: "dense" (tanh layer on the encoder's final state) or "zero".
   model.encoder = ml_collections.ConfigDict()
   model.encoder.cell = "gru"  # Encoder cell: "rnn" (tanh), "gru" or "lstm".
@@ -56,6 +57,17 @@ def get_config() -> ml_collections.ConfigDict:
   model.attention.normalize = "softmax"  # "softmax", "sparsemax" (exact zeros) or "topk" (hard: only the k best keys).
   model.attention.topk = 1  # Keys kept by normalize="topk" (1 = hard argmax attention).
   model.attention.dim = 128  # Hidden size of the additive/concat score's tanh layer.
+  model.transformer = ml_collections.ConfigDict()  # Used when model.name = "transformer".
+  model.transformer.num_layers = 2  # Encoder layers, and as many decoder layers.
+  model.transformer.d_model = 128  # Model width (embeddings, attention, residual stream).
+  model.transformer.num_heads = 4  # Attention heads; must divide d_model.
+  model.transformer.d_ff = 512  # Hidden size of the position-wise feed-forward layers.
+  model.transformer.attention_dropout = 0.0  # Dropout on attention weights (model.dropout covers residuals and embeddings).
+  model.transformer.norm = "pre"  # LayerNorm placement: "pre" (before each sublayer) or "post" (after each residual, as in the paper).
+  model.transformer.positional = "sinusoidal"  # Position encoding: "sinusoidal" or "learned".
+  model.transformer.max_len = 128  # Longest source or target: positions and the decoding cache.
+  model.transformer.tie_output = False  # Output layer reuses the target embedding matrix.
+  model.transformer.share_embeddings = False  # One embedding for both sides (needs data.shared_vocab).
 
   config.train = train = ml_collections.ConfigDict()
   train.batch_size = 64  # Examples per step (filler rows pad a bucket's last batch).
@@ -63,10 +75,11 @@ def get_config() -> ml_collections.ConfigDict:
   train.optimizer = "adam"  # "adam" or "adamw".
   train.learning_rate = 3e-3  # Peak learning rate.
   train.warmup_steps = 200  # Linear warmup from 0 to the peak.
-  train.decay = "cosine"  # After warmup: "cosine" (to end_lr_factor * peak), "linear" or "constant".
+  train.decay = "cosine"  # After warmup: "cosine" (to end_lr_factor * peak), "linear", "rsqrt" (peak * sqrt(warmup / step)) or "constant".
   train.end_lr_factor = 0.05  # Final learning rate as a fraction of the peak (cosine, linear).
   train.weight_decay = 0.0  # Decoupled weight decay (adamw only).
   train.grad_clip_norm = 1.0  # Clip gradients to this global norm; 0 = no clipping.
+  train.label_smoothing = 0.0  # Share of the target probability spread over the vocabulary (0.1 in Vaswani et al.).
   train.log_every = 100  # Steps between training-metric log lines.
   train.eval_every = 250  # Steps between validation runs (and at the end).
   train.checkpoint_every = 250  # Steps between checkpoints (and at the end).

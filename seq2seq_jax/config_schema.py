@@ -17,15 +17,16 @@ from seq2seq_jax.models import MODELS
 from seq2seq_jax.models.attention import NORMALIZERS, SCORES
 from seq2seq_jax.models.recurrent import CELLS
 from seq2seq_jax.models.rnn_seq2seq import BRIDGES, DECODERS
+from seq2seq_jax.models.transformer import NORMS, POSITIONALS
 
 OPTIMIZERS = ("adam", "adamw")
-DECAYS = ("cosine", "linear", "constant")
+DECAYS = ("cosine", "linear", "rsqrt", "constant")
 TOO_LONG = ("error", "drop", "truncate")
 
 # Fields that fix the shapes and meaning of the parameters: a checkpoint made
 # with other values cannot be resumed.
 MODEL_FIELDS = ("model", "data.src_tokenizer", "data.tgt_tokenizer", "data.min_freq",
-                "data.max_vocab")
+                "data.max_vocab", "data.shared_vocab")
 
 
 def _fail(field: str, allowed: str, value: Any):
@@ -93,6 +94,7 @@ SCHEMA: dict[str, Callable] = {
     "data.tgt_tokenizer": one_of(*TOKENIZERS),
     "data.min_freq": integer(1),
     "data.max_vocab": integer(0),
+    "data.shared_vocab": boolean,
     "data.src_boundaries": boundaries,
     "data.tgt_boundaries": boundaries,
     "data.too_long": one_of(*TOO_LONG),
@@ -113,6 +115,16 @@ SCHEMA: dict[str, Callable] = {
     "model.attention.normalize": one_of(*NORMALIZERS),
     "model.attention.topk": integer(1),
     "model.attention.dim": integer(1),
+    "model.transformer.num_layers": integer(1),
+    "model.transformer.d_model": integer(1),
+    "model.transformer.num_heads": integer(1),
+    "model.transformer.d_ff": integer(1),
+    "model.transformer.attention_dropout": number(0.0, 1.0, hi_open=True),
+    "model.transformer.norm": one_of(*NORMS),
+    "model.transformer.positional": one_of(*POSITIONALS),
+    "model.transformer.max_len": integer(1),
+    "model.transformer.tie_output": boolean,
+    "model.transformer.share_embeddings": boolean,
     "train.batch_size": integer(1),
     "train.num_steps": integer(1),
     "train.optimizer": one_of(*OPTIMIZERS),
@@ -122,6 +134,7 @@ SCHEMA: dict[str, Callable] = {
     "train.end_lr_factor": number(0.0, 1.0),
     "train.weight_decay": number(0.0, 1.0),
     "train.grad_clip_norm": number(0.0, float("inf")),
+    "train.label_smoothing": number(0.0, 1.0, hi_open=True),
     "train.log_every": integer(1),
     "train.eval_every": integer(1),
     "train.checkpoint_every": integer(1),
@@ -158,7 +171,25 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f"config.model.attention.score={model.attention.score!r} compares decoder states with "
         f"encoder outputs, so config.model.decoder.hidden ({model.decoder.hidden}) must equal "
         f"the encoder output size ({memory} = encoder.hidden x directions); or use 'general'")
+  if model.name == "transformer":
+    t = model.transformer
+    if t.d_model % t.num_heads:
+      raise ConfigError(f"config.model.transformer.d_model ({t.d_model}) must be divisible by "
+                        f"config.model.transformer.num_heads ({t.num_heads})")
+    longest = max(batching.parse_boundaries(config.data.src_boundaries)[-1],
+                  batching.parse_boundaries(config.data.tgt_boundaries)[-1],
+                  config.eval.max_decode_len)
+    if longest > t.max_len:
+      raise ConfigError(f"config.model.transformer.max_len ({t.max_len}) must be at least the "
+                        f"longest bucket or decode length ({longest})")
+    if t.share_embeddings and not config.data.shared_vocab:
+      raise ConfigError("config.model.transformer.share_embeddings needs "
+                        "config.data.shared_vocab=True (one vocabulary for both sides)")
   data = config.data
+  if data.shared_vocab and data.src_tokenizer != data.tgt_tokenizer:
+    raise ConfigError("config.data.shared_vocab needs config.data.src_tokenizer == "
+                      f"config.data.tgt_tokenizer; got {data.src_tokenizer!r} and "
+                      f"{data.tgt_tokenizer!r}")
   if data.min_len and data.max_len and data.min_len > data.max_len:
     raise ConfigError(f"config.data.min_len ({data.min_len}) must not exceed "
                       f"config.data.max_len ({data.max_len})")

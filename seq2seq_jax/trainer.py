@@ -102,6 +102,11 @@ class Run:
     data = self.config.data
     max_size = data.max_vocab or None
     train = self.splits["train"]
+    if data.shared_vocab:  # one vocabulary, so embeddings can be shared
+      shared = tokenizers.make_tokenizer(data.src_tokenizer, [s for s, _ in train] +
+                                         [t for _, t in train], min_freq=data.min_freq,
+                                         max_size=max_size)
+      return shared, shared
     src = tokenizers.make_tokenizer(data.src_tokenizer, [s for s, _ in train],
                                     min_freq=data.min_freq, max_size=max_size)
     tgt = tokenizers.make_tokenizer(data.tgt_tokenizer, [t for _, t in train],
@@ -192,8 +197,11 @@ def _plot_attention(run: Run, decoded: list[dict], path: str, count: int) -> boo
       return False
     src_tokens = run.src_tok.split(d["source"])[:d["src_len"]]
     tgt_tokens = [run.tgt_tok.vocab.id_to_token(int(t)) for t in d["hyp_ids"]]
-    examples.append({"weights": d["attention"], "src_tokens": src_tokens,
-                     "tgt_tokens": tgt_tokens, "title": d["source"]})
+    weights, title = d["attention"], d["source"]
+    if weights.ndim == 3:  # [tgt, heads, src]: multi-head, draw the mean of the heads
+      weights, title = weights.mean(axis=1), f"{title} (mean of {weights.shape[1]} heads)"
+    examples.append({"weights": weights, "src_tokens": src_tokens,
+                     "tgt_tokens": tgt_tokens, "title": title})
   if not examples:
     return False
   os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -241,7 +249,7 @@ def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optio
         + (f"resuming from step {start_step}" if start_step else "training from scratch"),
         flush=True)
   meta = {"model_fields": config_schema.model_fields(config)}
-  train_step = training.jit_train_step()
+  train_step = training.jit_train_step(cfg.label_smoothing)
   evaluator = Evaluator(run)
   schedule = jax.jit(training.learning_rate_schedule(cfg))  # one compile, not one per op
 

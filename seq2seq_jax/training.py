@@ -29,6 +29,10 @@ def learning_rate_schedule(cfg) -> optax.Schedule:
     decay = optax.cosine_decay_schedule(peak, decay_steps, alpha=cfg.end_lr_factor)
   elif cfg.decay == "linear":
     decay = optax.linear_schedule(peak, end, decay_steps)
+  elif cfg.decay == "rsqrt":
+    # Vaswani et al. 2017: after warmup, the rate falls as 1/sqrt(step).
+    start = max(warmup, 1)
+    decay = lambda count: peak * jnp.sqrt(start / (count + start))
   else:
     decay = optax.constant_schedule(peak)
   if warmup == 0:
@@ -70,12 +74,21 @@ def token_losses(logits: Array, targets: Array) -> Array:
   return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
 
 
-def masked_cross_entropy(logits: Array, targets: Array, weights: Array):
+def smoothed_token_losses(logits: Array, targets: Array, smoothing: float) -> Array:
+  """Cross-entropy against (1 - smoothing) * one_hot + smoothing / vocab."""
+  if smoothing == 0.0:
+    return token_losses(logits, targets)
+  soft = optax.smooth_labels(jax.nn.one_hot(targets, logits.shape[-1]), smoothing)
+  return optax.softmax_cross_entropy(logits.astype(jnp.float32), soft)
+
+
+def masked_cross_entropy(logits: Array, targets: Array, weights: Array,
+                         label_smoothing: float = 0.0):
   """Mean cross-entropy over real target tokens (weights 1) and their count.
 
   Padding (weight 0) contributes nothing: neither to the sum nor the count.
   """
-  loss_sum = jnp.sum(token_losses(logits, targets) * weights)
+  loss_sum = jnp.sum(smoothed_token_losses(logits, targets, label_smoothing) * weights)
   weight_sum = jnp.sum(weights)
   return loss_sum / jnp.maximum(weight_sum, 1.0), weight_sum
 
@@ -90,18 +103,20 @@ def _sums(logits, batch) -> dict:
   }
 
 
-def train_step(state: TrainState, batch: dict, dropout_rng: Array):
+def train_step(state: TrainState, batch: dict, dropout_rng: Array, label_smoothing: float = 0.0):
   """One optimizer step -> (new state, metric sums).
 
   Dropout's key is `fold_in(dropout_rng, step)`, a function of the step alone,
-  so a resumed run draws exactly the masks an uninterrupted run would.
+  so a resumed run draws exactly the masks an uninterrupted run would. The
+  objective may be label-smoothed; the metric sums are always the plain
+  negative log-likelihood, so perplexities compare across settings.
   """
   rng = jax.random.fold_in(dropout_rng, state.step)
 
   def loss_fn(params):
     logits, _ = state.apply_fn({"params": params}, batch["src"], batch["src_len"],
                                batch["tgt_in"], train=True, rngs={"dropout": rng})
-    loss, _ = masked_cross_entropy(logits, batch["tgt_out"], batch["weights"])
+    loss, _ = masked_cross_entropy(logits, batch["tgt_out"], batch["weights"], label_smoothing)
     return loss, logits
 
   (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -119,7 +134,7 @@ def eval_step(apply_fn, params: Any, batch: dict) -> dict:
   return _sums(logits, batch)
 
 
-def jit_train_step():
+def jit_train_step(label_smoothing: float = 0.0):
   """`train_step` compiled once per batch shape, with the old state donated
   so its buffers are reused for the new one.
 
@@ -127,7 +142,7 @@ def jit_train_step():
   and `_cache_size()` counts that run's compilations only.
   """
   def step(state, batch, dropout_rng):
-    return train_step(state, batch, dropout_rng)
+    return train_step(state, batch, dropout_rng, label_smoothing)
 
   step.__name__ = "train_step"
   return jax.jit(step, donate_argnums=(0,))

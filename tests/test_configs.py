@@ -38,6 +38,8 @@ def test_config_model_trains_a_step(name):
   # The config's architecture at a tiny width: what is tested is the wiring.
   config.model.encoder.hidden = config.model.decoder.hidden = 8
   config.model.embed_dim = config.model.attention.dim = 4
+  t = config.model.transformer
+  t.num_layers, t.d_model, t.num_heads, t.d_ff = 1, 8, 2, 16
   model = models.build_model(config.model, 9, 7)
   rng = np.random.default_rng(0)
   batch = {"src": rng.integers(4, 9, (2, 5)).astype(np.int32), "src_len": np.array([5, 2], np.int32),

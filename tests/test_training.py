@@ -81,3 +81,27 @@ def test_train_step_learns_and_ignores_filler_rows():
   g1, g2 = grad(state.params, batch), grad(state.params, filler)
   for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_label_smoothing_against_numpy():
+  rng = np.random.default_rng(3)
+  logits = rng.normal(size=(2, 3, 5)).astype(np.float32)
+  targets = rng.integers(0, 5, size=(2, 3))
+  weights = np.array([[1, 1, 0], [1, 1, 1]], np.float32)
+  loss, _ = training.masked_cross_entropy(jnp.asarray(logits), jnp.asarray(targets),
+                                          jnp.asarray(weights), label_smoothing=0.2)
+  lp = np.asarray(jax.nn.log_softmax(jnp.asarray(logits)))
+  soft = np.full((2, 3, 5), 0.2 / 5)
+  for b in range(2):
+    for t in range(3):
+      soft[b, t, targets[b, t]] += 0.8
+  per_token = -(soft * lp).sum(-1)
+  np.testing.assert_allclose(loss, (per_token * weights).sum() / weights.sum(), rtol=1e-5)
+
+
+def test_rsqrt_schedule():
+  cfg = _train_cfg(learning_rate=1e-3, warmup_steps=100, num_steps=10_000, decay="rsqrt")
+  lr = training.learning_rate_schedule(cfg)
+  np.testing.assert_allclose(float(lr(50)), 5e-4, rtol=1e-6)
+  np.testing.assert_allclose(float(lr(100)), 1e-3, rtol=1e-6)
+  np.testing.assert_allclose(float(lr(400)), 1e-3 * np.sqrt(100 / 400), rtol=1e-5)

@@ -9,6 +9,7 @@ from typing import Callable
 import flax.linen as nn
 
 from seq2seq_jax.models.rnn_seq2seq import RNNSeq2Seq
+from seq2seq_jax.models.transformer import Transformer
 
 
 def _rnn_seq2seq(cfg, src_vocab_size: int, tgt_vocab_size: int) -> nn.Module:
@@ -34,9 +35,29 @@ def _rnn_seq2seq(cfg, src_vocab_size: int, tgt_vocab_size: int) -> nn.Module:
   )
 
 
+def _transformer(cfg, src_vocab_size: int, tgt_vocab_size: int) -> nn.Module:
+  t = cfg.transformer
+  return Transformer(
+      src_vocab_size=src_vocab_size,
+      tgt_vocab_size=tgt_vocab_size,
+      num_layers=t.num_layers,
+      d_model=t.d_model,
+      num_heads=t.num_heads,
+      d_ff=t.d_ff,
+      dropout=cfg.dropout,
+      attention_dropout=t.attention_dropout,
+      norm=t.norm,
+      positional=t.positional,
+      max_len=t.max_len,
+      tie_output=t.tie_output,
+      share_embeddings=t.share_embeddings,
+  )
+
+
 # name -> builder(model_config, src_vocab_size, tgt_vocab_size)
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "rnn_seq2seq": _rnn_seq2seq,
+    "transformer": _transformer,
 }
 
 

@@ -312,8 +312,10 @@ class MultiHeadAttention(nn.Module):
     score: per-head score, one of HEAD_SCORES ("scaled_dot" is Vaswani et al.).
     normalizer: "softmax", "sparsemax" or "topk" (with `topk`).
     dropout: rate on the attention weights (training only).
-  Returns from `__call__`: output [batch, q, features] and the per-head
-  weights [batch, heads, q, k] (before dropout).
+
+  `__call__` does everything; `project_kv` and `attend_projected` split it so
+  a decoder can project keys/values once (encoder memory) or one step at a
+  time into a cache.
   """
   num_heads: int
   features: int
@@ -322,32 +324,52 @@ class MultiHeadAttention(nn.Module):
   topk: int = 1
   dropout: float = 0.0
 
-  @nn.compact
-  def __call__(self, query: Array, keys: Array, values: Optional[Array] = None,
-               valid_lens: Optional[Array] = None, mask: Optional[Array] = None,
-               train: bool = False):
-    """query [batch, q, d_q], keys [batch, k, d_k], values [batch, k, d_v]
-    (default: keys); valid_lens [batch] or [batch, q]; mask broadcastable to
-    [batch, heads, q, k] (True = may attend)."""
+  def setup(self):
     if self.features % self.num_heads:
       raise ValueError(f"features ({self.features}) must be divisible by "
                        f"num_heads ({self.num_heads})")
     if self.score not in HEAD_SCORES:
       raise ValueError(f"score must be one of {HEAD_SCORES}, got {self.score!r}")
-    values = keys if values is None else values
     head_dim = self.features // self.num_heads
-    proj = lambda name: nn.DenseGeneral((self.num_heads, head_dim), name=name)
-    q, k, v = proj("query")(query), proj("key")(keys), proj("value")(values)
+    self.query = nn.DenseGeneral((self.num_heads, head_dim))
+    self.key = nn.DenseGeneral((self.num_heads, head_dim))
+    self.value = nn.DenseGeneral((self.num_heads, head_dim))
+    self.out = nn.DenseGeneral(self.features, axis=(-2, -1))
+    self.weight_dropout = nn.Dropout(self.dropout)
+    if self.score == "additive":
+      self.v = self.param("v", nn.initializers.normal(head_dim ** -0.5),
+                          (self.num_heads, head_dim))
+    elif self.score == "general":
+      self.w = self.param("w", nn.initializers.lecun_normal(batch_axis=(0,)),
+                          (self.num_heads, head_dim, head_dim))
+
+  def project_kv(self, keys: Array, values: Optional[Array] = None):
+    """keys [batch, k, d_k], values [batch, k, d_v] (default: keys) ->
+    projected (k, v), each [batch, k, heads, head_dim]."""
+    return self.key(keys), self.value(keys if values is None else values)
+
+  def attend_projected(self, query: Array, k: Array, v: Array,
+                       valid_lens: Optional[Array] = None, mask: Optional[Array] = None,
+                       train: bool = False):
+    """query [batch, q, d_q] against projected k, v -> (output [batch, q,
+    features], weights [batch, heads, q, k] before dropout)."""
     params = {}
     if self.score == "additive":
-      params["v"] = self.param("v", nn.initializers.normal(head_dim ** -0.5),
-                               (self.num_heads, head_dim))
+      params["v"] = self.v
     elif self.score == "general":
-      params["w"] = self.param("w", nn.initializers.lecun_normal(batch_axis=(0,)),
-                               (self.num_heads, head_dim, head_dim))
-    scores = multi_head_scores(self.score, q, k, params)
+      params["w"] = self.w
+    scores = multi_head_scores(self.score, self.query(query), k, params)
     weights = normalize(self.normalizer, scores, valid_lens, mask, self.topk)
-    dropped = nn.Dropout(self.dropout, deterministic=not train)(weights)
-    out = jnp.einsum("bhqk,bkhd->bqhd", dropped, v)
-    out = nn.DenseGeneral(self.features, axis=(-2, -1), name="out")(out)
+    dropped = self.weight_dropout(weights, deterministic=not train)
+    out = self.out(jnp.einsum("bhqk,bkhd->bqhd", dropped, v))
     return out, weights
+
+  def __call__(self, query: Array, keys: Array, values: Optional[Array] = None,
+               valid_lens: Optional[Array] = None, mask: Optional[Array] = None,
+               train: bool = False):
+    """query [batch, q, d_q], keys [batch, k, d_k], values [batch, k, d_v]
+    (default: keys); valid_lens [batch] or [batch, q]; mask broadcastable to
+    [batch, heads, q, k] (True = may attend). Returns the output
+    [batch, q, features] and per-head weights [batch, heads, q, k]."""
+    k, v = self.project_kv(keys, values)
+    return self.attend_projected(query, k, v, valid_lens, mask, train)
