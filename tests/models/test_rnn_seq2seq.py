@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from seq2seq_jax.models.rnn_seq2seq import RNNSeq2Seq
+from tests.models.contract import decode_step_by_step
 
 SRC_V, TGT_V = 13, 11
 
@@ -40,14 +41,8 @@ def test_teacher_forcing_equals_step_by_step(decoder, cell, kwargs):
   src, src_len, tgt = batch(np.random.default_rng(0))
   variables = model.init(jax.random.key(0), src, src_len, tgt)
   logits, aux = model.apply(variables, src, src_len, tgt)
-  memory = model.apply(variables, src, src_len, method=model.encode)
-  state = model.apply(variables, memory, method=model.init_decode_state)
-  step_logits, step_attn = [], []
-  for t in range(tgt.shape[1]):
-    lg, state, w = model.apply(variables, state, tgt[:, t], method=model.decode_step)
-    step_logits.append(lg)
-    step_attn.append(w)
-  np.testing.assert_allclose(np.stack(step_logits, 1), logits, rtol=1e-5, atol=1e-5)
+  step_logits, step_attn = decode_step_by_step(model, variables, src, src_len, tgt)
+  np.testing.assert_allclose(step_logits, logits, rtol=1e-5, atol=1e-5)
   if decoder == "plain":
     assert aux["attention"] is None and step_attn[0] is None
   else:

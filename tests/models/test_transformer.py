@@ -7,6 +7,7 @@ import pytest
 
 from seq2seq_jax import training
 from seq2seq_jax.models.transformer import Transformer, sinusoidal_positions
+from tests.models.contract import decode_step_by_step
 
 SRC_V, TGT_V = 13, 11
 
@@ -31,14 +32,8 @@ def test_cached_steps_equal_teacher_forcing(kwargs):
   src, src_len, tgt = batch(np.random.default_rng(0))
   variables = model.init(jax.random.key(0), src, src_len, tgt)
   logits, aux = model.apply(variables, src, src_len, tgt)
-  memory = model.apply(variables, src, src_len, method=model.encode)
-  state = model.apply(variables, memory, method=model.init_decode_state)
-  step_logits, step_attn = [], []
-  for t in range(tgt.shape[1]):
-    lg, state, w = model.apply(variables, state, tgt[:, t], method=model.decode_step)
-    step_logits.append(lg)
-    step_attn.append(w)
-  np.testing.assert_allclose(np.stack(step_logits, 1), logits, rtol=1e-4, atol=1e-5)
+  step_logits, step_attn = decode_step_by_step(model, variables, src, src_len, tgt)
+  np.testing.assert_allclose(step_logits, logits, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(np.stack(step_attn, 2), aux["attention"], rtol=1e-4, atol=1e-5)
   assert aux["attention"].shape == (3, 4, 5, 6) and len(aux["cross_attention"]) == 2
 
