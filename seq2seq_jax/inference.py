@@ -31,10 +31,15 @@ class Trained:
   params: dict
   step: int
 
-  def translate(self, sentences: Sequence[str], max_len: int = 0) -> list[dict]:
-    """Greedy translations, one dict per sentence: "source", "hypothesis",
-    "src_tokens", "tgt_tokens", "attention" ([tgt, src] or None), "unknown"
-    (count of source tokens mapped to <unk>)."""
+  def translate(self, sentences: Sequence[str], max_len: int = 0, beam_size: int = 1,
+                alpha: float = 0.6, penalty: str = "gnmt", nbest: int = 1) -> list[dict]:
+    """Translations, one dict per sentence: "source", "hypothesis" (the best),
+    "nbest" (a list of (hypothesis, score) with beam search, best first),
+    "src_tokens", "tgt_tokens", "attention" ([tgt, src], or [tgt, heads, src]
+    for multi-head models, or None), "unknown" (source tokens mapped to <unk>).
+
+    beam_size 1 is greedy decoding; larger runs beam search.
+    """
     max_len = max_len or int(str(self.config.data.tgt_boundaries).split(",")[-1])
     ids = [self.src_tok.encode(s) for s in sentences]
     width = max(1, max(len(i) for i in ids))
@@ -42,17 +47,27 @@ class Trained:
     for row, i in enumerate(ids):
       src[row, :len(i)] = i
     src_len = np.array([len(i) for i in ids], np.int32)
-    out = jax.device_get(decoding.greedy_decode(self.model, self.params, src, src_len, max_len))
+    if beam_size > 1:
+      out = jax.device_get(decoding.beam_search(self.model, self.params, src, src_len, max_len,
+                                                beam_size, alpha, penalty))
+      tokens, lengths = out["tokens"], out["lengths"]
+    else:
+      out = jax.device_get(decoding.greedy_decode(self.model, self.params, src, src_len, max_len))
+      tokens, lengths = out["tokens"][:, None], out["lengths"][:, None]
     results = []
     for row, sentence in enumerate(sentences):
-      hyp = out["tokens"][row][:int(out["lengths"][row])]
+      hyp = tokens[row, 0][:int(lengths[row, 0])]
+      nb = [(self.tgt_tok.decode(tokens[row, j][:int(lengths[row, j])]),
+             float(out["scores"][row, j]) if beam_size > 1 else None)
+            for j in range(min(nbest, tokens.shape[1]))]
       results.append({
           "source": sentence,
           "hypothesis": self.tgt_tok.decode(hyp),
+          "nbest": nb,
           "src_tokens": self.src_tok.split(sentence),
           "tgt_tokens": [self.tgt_tok.vocab.id_to_token(int(t)) for t in hyp],
           "attention": None if out["attention"] is None
-                       else out["attention"][row][:len(hyp), :len(ids[row])],
+                       else out["attention"][row][:len(hyp), ..., :len(ids[row])],
           "unknown": self.src_tok.count_unknown(sentence),
       })
     return results

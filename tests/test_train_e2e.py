@@ -160,3 +160,22 @@ def test_load_workdir_translates_like_the_run(trained):
       assert o["attention"].shape == (len(o["tgt_tokens"]), len(o["src_tokens"]))
   with pytest.raises(CheckpointError, match="has no trained model"):
     load_workdir(os.path.dirname(workdir))
+
+
+def test_translate_command(trained, tmp_path):
+  workdir, _ = trained
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  png = str(tmp_path / "a.png")
+  proc = subprocess.run(
+      [sys.executable, "-m", "seq2seq_jax.translate", f"--workdir={workdir}", "--beam_size=2",
+       f"--attention_png={png}"],
+      input="3 mar. 2020\ntuesday, march 3 2020 ✓\n", cwd=ROOT, env=env,
+      capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert len(proc.stdout.splitlines()) == 2
+  assert "input 2: 1 token(s) not in the vocabulary" in proc.stderr  # the check mark
+  assert os.path.getsize(png) > 0
+  proc = subprocess.run([sys.executable, "-m", "seq2seq_jax.translate",
+                         f"--workdir={tmp_path}", "x"], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 2 and "has no trained model" in proc.stderr
