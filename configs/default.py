@@ -88,7 +88,10 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.eval = ev = ml_collections.ConfigDict()
   ev.batch_size = 256  # Examples per evaluation batch.
-  ev.max_decode_len = 0  # Greedy decoding stops here at the latest; 0 = the last target boundary.
+  ev.max_decode_len = 0  # Decoding stops here at the latest; 0 = the last target boundary.
+  ev.beam_size = 1  # 1 = greedy decoding; more = beam search in evaluation.
+  ev.alpha = 0.6  # Beam search length-penalty exponent.
+  ev.length_penalty = "gnmt"  # Beam search: "gnmt" ((5+len)/6)^alpha, "normalize" len^alpha, or "none".
   ev.num_decode_examples = 0  # Validation examples decoded at each periodic eval; 0 = all.
   ev.num_samples = 5  # Sample translations printed and written at the end.
   ev.num_attention_plots = 3  # Test examples whose attention heat maps are drawn at each eval.

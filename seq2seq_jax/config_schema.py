@@ -10,6 +10,7 @@ from typing import Any, Callable
 import ml_collections
 
 from seq2seq_jax.data import batching
+from seq2seq_jax.decoding import LENGTH_PENALTIES
 from seq2seq_jax.data.tasks import TASKS
 from seq2seq_jax.data.tokenizers import TOKENIZER_KINDS as TOKENIZERS
 from seq2seq_jax.errors import ConfigError
@@ -142,6 +143,9 @@ SCHEMA: dict[str, Callable] = {
     "train.progress_bar": boolean,
     "eval.batch_size": integer(1),
     "eval.max_decode_len": integer(0),
+    "eval.beam_size": integer(1),
+    "eval.alpha": number(0.0, 10.0),
+    "eval.length_penalty": one_of(*LENGTH_PENALTIES),
     "eval.num_decode_examples": integer(0),
     "eval.num_samples": integer(0),
     "eval.num_attention_plots": integer(0),

@@ -87,6 +87,21 @@ def jit_greedy_decode(model: nn.Module, max_len: int):
   return jax.jit(lambda params, src, src_len: greedy_decode(model, params, src, src_len, max_len))
 
 
+def jit_decode(model: nn.Module, max_len: int, beam_size: int = 1, alpha: float = 0.6,
+               penalty: str = "gnmt"):
+  """Greedy (beam_size 1) or beam search, compiled: f(params, src, src_len) ->
+  the best hypothesis per row as `greedy_decode` returns it."""
+  if beam_size == 1:
+    return jit_greedy_decode(model, max_len)
+
+  def best(params, src, src_len):
+    out = beam_search(model, params, src, src_len, max_len, beam_size, alpha, penalty)
+    return {"tokens": out["tokens"][:, 0], "lengths": out["lengths"][:, 0],
+            "attention": out["attention"], "steps": out["steps"]}
+
+  return jax.jit(best)
+
+
 # -- sampling ------------------------------------------------------------------
 
 def filter_logits(logits: Array, temperature: float = 1.0, top_k: int = 0,

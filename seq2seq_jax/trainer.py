@@ -140,7 +140,9 @@ class Evaluator:
   def __init__(self, run: Run):
     self.run = run
     self.eval_step = training.jit_eval_step(run.model.apply)
-    self.decode = decoding.jit_greedy_decode(run.model, run.max_decode_len)
+    ev = run.config.eval
+    self.decode = decoding.jit_decode(run.model, run.max_decode_len, ev.beam_size, ev.alpha,
+                                      ev.length_penalty)
 
   def _decode_rows(self, params, batch: dict, rows: list[int], pairs) -> list[dict]:
     run = self.run

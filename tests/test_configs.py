@@ -69,11 +69,15 @@ def test_config_model_trains_a_step(name):
     ("train.optimizer", "sgd", "config.train.optimizer must be one of adam, adamw"),
     ("train.learning_rate", 0.0, "config.train.learning_rate must be a number in (0.0, 10.0]"),
     ("train.batch_size", 2.5, "config.train.batch_size must be an integer >= 1"),
+    ("eval.length_penalty", "wu", "config.eval.length_penalty must be one of gnmt, normalize, none"),
+    ("model.transformer.num_heads", 3, "config.model.transformer.d_model (128) must be divisible"),
 ])
 def test_bad_values_name_the_field_and_allowed_values(field, value, needle):
   config = importlib.import_module("configs.default").get_config()
   if field == "model.encoder.bidirectional":  # dot scores need matching sizes
     config.model.attention.score = "dot"
+  if field.startswith("model.transformer"):
+    config.model.name = "transformer"
   *path, last = field.split(".")
   node = config
   for p in path:
