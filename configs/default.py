@@ -80,6 +80,12 @@ def get_config() -> ml_collections.ConfigDict:
   train.weight_decay = 0.0  # Decoupled weight decay (adamw only).
   train.grad_clip_norm = 1.0  # Clip gradients to this global norm; 0 = no clipping.
   train.label_smoothing = 0.0  # Share of the target probability spread over the vocabulary (0.1 in Vaswani et al.).
+  train.scheduled_sampling = ml_collections.ConfigDict()  # Bengio et al. 2015; RNN: inside the scan, Transformer: two passes.
+  train.scheduled_sampling.schedule = "none"  # Gold-token probability eps_i: "none" (teacher forcing), "constant", "linear", "exponential", "inverse_sigmoid".
+  train.scheduled_sampling.k = 1.0  # constant: k; linear: k - c*i; exponential: k^i (k < 1); inverse_sigmoid: k/(k+exp(i/k)) (k >= 1).
+  train.scheduled_sampling.c = 0.0  # linear: decrease of eps per step.
+  train.scheduled_sampling.eps_min = 0.0  # Floor of eps_i (linear, exponential, inverse_sigmoid).
+  train.scheduled_sampling.predictions = "argmax"  # What replaces the gold token: the model's "argmax" or a "sample".
   train.log_every = 100  # Steps between training-metric log lines.
   train.eval_every = 250  # Steps between validation runs (and at the end).
   train.checkpoint_every = 250  # Steps between checkpoints (and at the end).

@@ -14,6 +14,7 @@ from seq2seq_jax.decoding import LENGTH_PENALTIES
 from seq2seq_jax.data.tasks import TASKS
 from seq2seq_jax.data.tokenizers import TOKENIZER_KINDS as TOKENIZERS
 from seq2seq_jax.errors import ConfigError
+from seq2seq_jax.training import SCHEDULED_SAMPLING
 from seq2seq_jax.models import MODELS
 from seq2seq_jax.models.attention import NORMALIZERS, SCORES
 from seq2seq_jax.models.recurrent import CELLS
@@ -136,6 +137,11 @@ SCHEMA: dict[str, Callable] = {
     "train.weight_decay": number(0.0, 1.0),
     "train.grad_clip_norm": number(0.0, float("inf")),
     "train.label_smoothing": number(0.0, 1.0, hi_open=True),
+    "train.scheduled_sampling.schedule": one_of(*SCHEDULED_SAMPLING),
+    "train.scheduled_sampling.k": number(0.0, float("inf")),
+    "train.scheduled_sampling.c": number(0.0, float("inf")),
+    "train.scheduled_sampling.eps_min": number(0.0, 1.0),
+    "train.scheduled_sampling.predictions": one_of("argmax", "sample"),
     "train.log_every": integer(1),
     "train.eval_every": integer(1),
     "train.checkpoint_every": integer(1),
@@ -189,6 +195,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if t.share_embeddings and not config.data.shared_vocab:
       raise ConfigError("config.model.transformer.share_embeddings needs "
                         "config.data.shared_vocab=True (one vocabulary for both sides)")
+  ss = config.train.scheduled_sampling
+  if ss.schedule == "exponential" and not ss.k < 1.0:
+    raise ConfigError(f"config.train.scheduled_sampling.k must be < 1 for the exponential "
+                      f"schedule k^i; got {ss.k}")
+  if ss.schedule == "inverse_sigmoid" and ss.k < 1.0:
+    raise ConfigError(f"config.train.scheduled_sampling.k must be >= 1 for the inverse "
+                      f"sigmoid schedule k/(k+exp(i/k)); got {ss.k}")
+  if ss.schedule in ("constant", "linear") and ss.k > 1.0:
+    raise ConfigError(f"config.train.scheduled_sampling.k is a probability for the "
+                      f"{ss.schedule} schedule and must be <= 1; got {ss.k}")
   data = config.data
   if data.shared_vocab and data.src_tokenizer != data.tgt_tokenizer:
     raise ConfigError("config.data.shared_vocab needs config.data.src_tokenizer == "

@@ -251,7 +251,9 @@ def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optio
         + (f"resuming from step {start_step}" if start_step else "training from scratch"),
         flush=True)
   meta = {"model_fields": config_schema.model_fields(config)}
-  train_step = training.jit_train_step(cfg.label_smoothing)
+  ss = cfg.scheduled_sampling
+  scheduled = ss.schedule != "none"
+  train_step = training.jit_train_step(cfg.label_smoothing, scheduled, ss.predictions == "sample")
   evaluator = Evaluator(run)
   schedule = jax.jit(training.learning_rate_schedule(cfg))  # one compile, not one per op
 
@@ -266,7 +268,8 @@ def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optio
   stream = run.train_batches.iterate(start_step)
   for step in range(start_step, cfg.num_steps):
     batch = next(stream)
-    state, step_metrics = train_step(state, _model_batch(batch), dropout_rng)
+    gold_prob = np.float32(training.gold_probability(ss, step)) if scheduled else None
+    state, step_metrics = train_step(state, _model_batch(batch), dropout_rng, gold_prob)
     pending.append(step_metrics)
     done = step + 1
     if pbar is not None:
@@ -279,6 +282,9 @@ def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optio
       values = training.summarize(sums)
       values["grad_norm"] = float(np.mean([m["grad_norm"] for m in fetched]))
       values["learning_rate"] = float(schedule(done - 1))
+      if scheduled:
+        values["gold_prob"] = training.gold_probability(ss, done - 1)
+        values["gold_fraction"] = float(np.mean([m["gold_fraction"] for m in fetched]))
       values["steps_per_second"] = (done - last_step) / elapsed
       values["target_tokens_per_second"] = sums["weight_sum"] / elapsed
       if not np.isfinite(values["loss"]):

@@ -40,6 +40,28 @@ def learning_rate_schedule(cfg) -> optax.Schedule:
   return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
 
 
+SCHEDULED_SAMPLING = ("none", "constant", "linear", "exponential", "inverse_sigmoid")
+
+
+def gold_probability(ss, step: int) -> float:
+  """eps_i of scheduled sampling (Bengio et al. 2015): the probability of
+  feeding the gold previous token at training step i.
+
+  constant: k;  linear: max(eps_min, k - c*i);  exponential: k^i (k < 1);
+  inverse_sigmoid: k / (k + exp(i / k)) (k >= 1);  none: 1 (teacher forcing).
+  """
+  i = float(step)
+  if ss.schedule == "constant":
+    return float(ss.k)
+  if ss.schedule == "linear":
+    return max(ss.eps_min, ss.k - ss.c * i)
+  if ss.schedule == "exponential":
+    return max(ss.eps_min, ss.k ** i)
+  if ss.schedule == "inverse_sigmoid":
+    return max(ss.eps_min, ss.k / (ss.k + math.exp(min(i / ss.k, 700.0))))
+  return 1.0
+
+
 def make_optimizer(cfg) -> optax.GradientTransformation:
   """Adam or AdamW on the schedule, after global-norm clipping."""
   schedule = learning_rate_schedule(cfg)
@@ -103,7 +125,8 @@ def _sums(logits, batch) -> dict:
   }
 
 
-def train_step(state: TrainState, batch: dict, dropout_rng: Array, label_smoothing: float = 0.0):
+def train_step(state: TrainState, batch: dict, dropout_rng: Array, label_smoothing: float = 0.0,
+               gold_prob: Any = None, sample_predictions: bool = False):
   """One optimizer step -> (new state, metric sums).
 
   Dropout's key is `fold_in(dropout_rng, step)`, a function of the step alone,
@@ -112,16 +135,22 @@ def train_step(state: TrainState, batch: dict, dropout_rng: Array, label_smoothi
   negative log-likelihood, so perplexities compare across settings.
   """
   rng = jax.random.fold_in(dropout_rng, state.step)
+  kwargs = {}
+  if gold_prob is not None:  # scheduled sampling; gold_prob is a traced scalar
+    kwargs = {"gold_prob": gold_prob, "sample_predictions": sample_predictions}
 
   def loss_fn(params):
-    logits, _ = state.apply_fn({"params": params}, batch["src"], batch["src_len"],
-                               batch["tgt_in"], train=True, rngs={"dropout": rng})
+    logits, aux = state.apply_fn(
+        {"params": params}, batch["src"], batch["src_len"], batch["tgt_in"], train=True,
+        rngs={"dropout": rng, "sampling": jax.random.fold_in(rng, 1)}, **kwargs)
     loss, _ = masked_cross_entropy(logits, batch["tgt_out"], batch["weights"], label_smoothing)
-    return loss, logits
+    return loss, (logits, aux)
 
-  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  (loss, (logits, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   new_state = state.apply_gradients(grads=grads)
   metrics = _sums(jax.lax.stop_gradient(logits), batch)
+  if gold_prob is not None:
+    metrics["gold_fraction"] = aux["gold_fraction"]
   metrics["grad_norm"] = optax.tree.norm(grads)
   metrics["loss"] = loss
   return new_state, metrics
@@ -134,15 +163,24 @@ def eval_step(apply_fn, params: Any, batch: dict) -> dict:
   return _sums(logits, batch)
 
 
-def jit_train_step(label_smoothing: float = 0.0):
+def jit_train_step(label_smoothing: float = 0.0, scheduled_sampling: bool = False,
+                   sample_predictions: bool = False):
   """`train_step` compiled once per batch shape, with the old state donated
   so its buffers are reused for the new one.
 
   Each call wraps a new function object, so each run gets its own jit cache
   and `_cache_size()` counts that run's compilations only.
   """
-  def step(state, batch, dropout_rng):
-    return train_step(state, batch, dropout_rng, label_smoothing)
+  if scheduled_sampling:
+    # gold_prob is an argument, not a constant: its change over training
+    # recompiles nothing.
+    def step(state, batch, dropout_rng, gold_prob):
+      return train_step(state, batch, dropout_rng, label_smoothing, gold_prob,
+                        sample_predictions)
+  else:
+    def step(state, batch, dropout_rng, gold_prob=None):
+      del gold_prob
+      return train_step(state, batch, dropout_rng, label_smoothing)
 
   step.__name__ = "train_step"
   return jax.jit(step, donate_argnums=(0,))

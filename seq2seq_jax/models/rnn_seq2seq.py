@@ -44,6 +44,22 @@ DECODERS = ("plain", "bahdanau", "luong")
 BRIDGES = ("dense", "zero")
 
 
+class Readout(nn.Module):
+  """The output layer, `x @ kernel + bias` with nn.Dense's parameters and
+  initializers, whose weights can be read as arrays (`.kernel`, `.bias`) for
+  use inside a scan."""
+  in_features: int
+  features: int
+
+  def setup(self):
+    self.kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                             (self.in_features, self.features))
+    self.bias = self.param("bias", nn.initializers.zeros, (self.features,))
+
+  def __call__(self, x: Array) -> Array:
+    return x @ self.kernel + self.bias
+
+
 class RNNSeq2Seq(nn.Module):
   """Embedding + recurrent encoder, recurrent decoder with optional attention.
 
@@ -112,7 +128,9 @@ class RNNSeq2Seq(nn.Module):
       parts = 2 if self.decoder_cell == "lstm" else 1
       self.bridges = [nn.Dense(self.decoder_hidden, name=f"bridge{l}_{p}")
                       for l in range(self.decoder_layers) for p in range(parts)]
-    self.output = nn.Dense(self.tgt_vocab_size)
+    features = (self.decoder_hidden if self.decoder == "luong"
+                else self.decoder_hidden + memory_dim + self.embed_dim)
+    self.output = Readout(features, self.tgt_vocab_size)
     self.drop = nn.Dropout(self.dropout)
 
   def _memory_dim(self) -> int:
@@ -169,11 +187,20 @@ class RNNSeq2Seq(nn.Module):
         params, state, e, self._embed_proj(params, e), None, False)
     return self.output(features), state, weights
 
-  def __call__(self, src: Array, src_len: Array, tgt_in: Array, train: bool = False):
+  def __call__(self, src: Array, src_len: Array, tgt_in: Array, train: bool = False,
+               gold_prob: Optional[Array] = None, sample_predictions: bool = False):
     """Teacher forcing. tgt_in int32 [batch, tgt_time] starts with <bos>.
 
+    With `gold_prob` (a scalar, may be traced) this is scheduled sampling
+    (Bengio et al. 2015): at each step and for each row, the gold previous
+    token is fed with probability gold_prob, otherwise the model's own
+    prediction from the step before (its argmax, or a sample with
+    `sample_predictions`), drawn inside the scan. Needs the "sampling" RNG.
+    gold_prob = 1 gives exactly the teacher-forced result.
+
     Returns logits [batch, tgt_time, vocab] and aux with "attention"
-    [batch, tgt_time, src_time] (None for the plain decoder).
+    [batch, tgt_time, src_time] (None for the plain decoder) and, with
+    scheduled sampling, "gold_fraction" (share of steps fed the gold token).
     """
     memory = self.encode(src, src_len, train=train)
     state = self.init_decode_state(memory)
@@ -181,20 +208,58 @@ class RNNSeq2Seq(nn.Module):
     e = self.drop(self.tgt_embed(tgt_in), deterministic=not train)
     ep = self._embed_proj(params, e)
     key = self.make_rng("dropout") if train and self.dropout > 0 and self.decoder_layers > 1 else None
+    xs = (jnp.swapaxes(e, 0, 1), jnp.swapaxes(ep, 0, 1), jnp.arange(tgt_in.shape[1]))
+    aux = {}
 
-    def body(state, inputs):
-      e_t, ep_t, t = inputs
-      step_key = None if key is None else jax.random.fold_in(key, t)
-      state, features, weights = self._step(params, state, e_t, ep_t, step_key, train)
-      return state, (features, weights)
+    if gold_prob is None:
+      def body(state, inputs):
+        e_t, ep_t, t = inputs
+        step_key = None if key is None else jax.random.fold_in(key, t)
+        state, features, weights = self._step(params, state, e_t, ep_t, step_key, train)
+        return state, (features, weights)
 
-    steps = tgt_in.shape[1]
-    _, (features, weights) = jax.lax.scan(
-        body, state, (jnp.swapaxes(e, 0, 1), jnp.swapaxes(ep, 0, 1), jnp.arange(steps)))
+      _, (features, weights) = jax.lax.scan(body, state, xs)
+    else:
+      features, weights, aux["gold_fraction"] = self._scheduled_scan(
+          params, state, xs, key, train, gold_prob, sample_predictions)
     features = jnp.swapaxes(features, 0, 1)
     logits = self.output(self.drop(features, deterministic=not train))
-    attention = None if weights is None else jnp.swapaxes(weights, 0, 1)
-    return logits, {"attention": attention}
+    aux["attention"] = None if weights is None else jnp.swapaxes(weights, 0, 1)
+    return logits, aux
+
+  def _scheduled_scan(self, params, state, xs, key, train, gold_prob, sample_predictions):
+    """The decoder scan with each step's input chosen between the gold token
+    and the previous step's prediction (see `__call__`)."""
+    table = self.tgt_embed.embedding
+    out_w, out_b = self.output.kernel, self.output.bias
+    coin_key = self.make_rng("sampling")
+    embed_key = self.make_rng("dropout") if train and self.dropout > 0 else None
+    batch = state["src_len"].shape[0]
+
+    def body(carry, inputs):
+      state, prev_logits = carry
+      e_gold, ep_gold, t = inputs
+      k_t = jax.random.fold_in(coin_key, t)
+      use_gold = (t == 0) | (jax.random.uniform(k_t, (batch,)) < gold_prob)
+      if sample_predictions:
+        pred = jax.random.categorical(jax.random.fold_in(k_t, 1), prev_logits)
+      else:
+        pred = jnp.argmax(prev_logits, axis=-1)
+      e_pred = table[pred]
+      if embed_key is not None:  # the same embedding dropout as the gold path
+        keep = 1.0 - self.dropout
+        mask = jax.random.bernoulli(jax.random.fold_in(embed_key, t), keep, e_pred.shape)
+        e_pred = jnp.where(mask, e_pred / keep, 0.0)
+      e_t = jnp.where(use_gold[:, None], e_gold, e_pred)
+      ep_t = jnp.where(use_gold[:, None], ep_gold, self._embed_proj(params, e_pred))
+      step_key = None if key is None else jax.random.fold_in(key, t)
+      state, features, weights = self._step(params, state, e_t, ep_t, step_key, train)
+      logits = jax.lax.stop_gradient(features @ out_w + out_b)  # predictions only
+      return (state, logits), (features, weights, use_gold)
+
+    init = (state, jnp.zeros((batch, self.tgt_vocab_size), table.dtype))
+    _, (features, weights, used) = jax.lax.scan(body, init, xs)
+    return features, weights, jnp.mean(used.astype(jnp.float32))
 
   # -- the shared step --------------------------------------------------------
 

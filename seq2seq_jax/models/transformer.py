@@ -228,13 +228,39 @@ class Transformer(nn.Module):
       x = self.encoder_norm(x)
     return {"outputs": x, "src_len": src_len}
 
-  def __call__(self, src, src_len, tgt_in, train: bool = False):
+  def __call__(self, src, src_len, tgt_in, train: bool = False, gold_prob=None,
+               sample_predictions: bool = False):
     """Teacher forcing, all target positions in parallel.
 
+    With `gold_prob`, scheduled sampling by the two-pass method (Mihaylova &
+    Martins 2019): a first teacher-forced pass without dropout or gradient
+    predicts every position; the second pass reads, at each position and row,
+    the gold previous token with probability gold_prob, otherwise the first
+    pass's prediction (argmax, or a sample). Needs the "sampling" RNG.
+    gold_prob = 1 gives exactly the teacher-forced result.
+
     Returns logits [batch, tgt, vocab] and aux: "attention" (last layer's
-    cross-attention, [batch, heads, tgt, src]) and "cross_attention" (a tuple,
-    one per layer).
+    cross-attention, [batch, heads, tgt, src]), "cross_attention" (a tuple,
+    one per layer) and, with scheduled sampling, "gold_fraction".
     """
+    if gold_prob is None:
+      return self._forward(src, src_len, tgt_in, train)
+    first, _ = self._forward(src, src_len, tgt_in, False)
+    first = jax.lax.stop_gradient(first)
+    key = self.make_rng("sampling")
+    if sample_predictions:
+      pred = jax.random.categorical(jax.random.fold_in(key, 1), first)
+    else:
+      pred = jnp.argmax(first, axis=-1)
+    # Position t reads the token after position t-1: the prediction made there.
+    shifted = jnp.concatenate([tgt_in[:, :1], pred[:, :-1].astype(tgt_in.dtype)], axis=1)
+    use_gold = jax.random.uniform(key, tgt_in.shape) < gold_prob
+    use_gold = use_gold.at[:, 0].set(True)  # <bos> is always given
+    logits, aux = self._forward(src, src_len, jnp.where(use_gold, tgt_in, shifted), train)
+    aux["gold_fraction"] = jnp.mean(use_gold.astype(jnp.float32))
+    return logits, aux
+
+  def _forward(self, src, src_len, tgt_in, train: bool):
     memory = self.encode(src, src_len, train)
     y = self._embed(self.tgt_embed, tgt_in, 0, train)
     crosses = []
