@@ -90,8 +90,9 @@ SCHEMA: dict[str, Callable] = {
     "data.max_len": integer(0),
     "data.valid_path": lambda f, v: None if isinstance(v, str) else _fail(f, "a path or ''", v),
     "data.test_path": lambda f, v: None if isinstance(v, str) else _fail(f, "a path or ''", v),
-    "data.valid_fraction": number(0.0, 1.0, hi_open=True),
-    "data.test_fraction": number(0.0, 1.0, hi_open=True),
+    # > 0: evaluation needs a non-empty valid and test split.
+    "data.valid_fraction": number(0.0, 1.0, lo_open=True, hi_open=True),
+    "data.test_fraction": number(0.0, 1.0, lo_open=True, hi_open=True),
     "data.src_tokenizer": one_of(*TOKENIZERS),
     "data.tgt_tokenizer": one_of(*TOKENIZERS),
     "data.min_freq": integer(1),

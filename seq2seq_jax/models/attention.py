@@ -36,6 +36,15 @@ def _valid_lens_mask(valid_lens: Array, scores_shape) -> Array:
   raise ValueError(f"valid_lens of shape {valid_lens.shape} does not fit scores {scores_shape}")
 
 
+def _keep_mask(scores: Array, valid_lens: Optional[Array], mask: Optional[Array]) -> Array:
+  keep = jnp.ones(scores.shape, bool)
+  if valid_lens is not None:
+    keep = keep & _valid_lens_mask(valid_lens, scores.shape)
+  if mask is not None:
+    keep = keep & mask
+  return keep
+
+
 def masked_softmax(scores: Array, valid_lens: Optional[Array] = None,
                    mask: Optional[Array] = None) -> Array:
   """Softmax over the last axis that gives masked keys exactly zero weight.
@@ -51,11 +60,7 @@ def masked_softmax(scores: Array, valid_lens: Optional[Array] = None,
     is exactly 0 on masked ones, and is all zeros when every key is masked
     (a zero-length filler row), never NaN.
   """
-  keep = jnp.ones(scores.shape, bool)
-  if valid_lens is not None:
-    keep = keep & _valid_lens_mask(valid_lens, scores.shape)
-  if mask is not None:
-    keep = keep & mask
+  keep = _keep_mask(scores, valid_lens, mask)
   big_negative = jnp.finfo(scores.dtype).min
   weights = jax.nn.softmax(jnp.where(keep, scores, big_negative), axis=-1)
   return jnp.where(keep, weights, 0.0)
@@ -86,15 +91,6 @@ def attend(weights: Array, values: Array) -> Array:
 # -- normalizers: scores -> weights ------------------------------------------
 
 NORMALIZERS = ("softmax", "sparsemax", "topk")
-
-
-def _keep_mask(scores: Array, valid_lens: Optional[Array], mask: Optional[Array]) -> Array:
-  keep = jnp.ones(scores.shape, bool)
-  if valid_lens is not None:
-    keep = keep & _valid_lens_mask(valid_lens, scores.shape)
-  if mask is not None:
-    keep = keep & mask
-  return keep
 
 
 def masked_sparsemax(scores: Array, valid_lens: Optional[Array] = None,

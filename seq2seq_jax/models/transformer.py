@@ -55,10 +55,14 @@ class FeedForward(nn.Module):
 
 
 class _Sublayers(nn.Module):
-  """Residual wiring shared by encoder and decoder layers:
+  """Sizes and residual wiring shared by encoder and decoder layers:
   pre-LN  x + drop(f(LN(x)));  post-LN  LN(x + drop(f(x)))."""
   norm: str
   dropout: float
+  num_heads: int = 8
+  d_model: int = 512
+  d_ff: int = 2048
+  attention_dropout: float = 0.0
 
   def residual(self, x, f, norm_layer, train):
     drop = lambda y: self.residual_dropout(y, deterministic=not train)
@@ -70,11 +74,6 @@ class _Sublayers(nn.Module):
 
 
 class EncoderLayer(_Sublayers):
-  num_heads: int = 8
-  d_model: int = 512
-  d_ff: int = 2048
-  attention_dropout: float = 0.0
-
   def setup(self):
     self.self_attn = MultiHeadAttention(self.num_heads, self.d_model,
                                         dropout=self.attention_dropout)
@@ -90,11 +89,6 @@ class EncoderLayer(_Sublayers):
 
 
 class DecoderLayer(_Sublayers):
-  num_heads: int = 8
-  d_model: int = 512
-  d_ff: int = 2048
-  attention_dropout: float = 0.0
-
   def setup(self):
     self.self_attn = MultiHeadAttention(self.num_heads, self.d_model,
                                         dropout=self.attention_dropout)
