@@ -16,7 +16,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0  # Seeds parameter init, dropout and the data order.
 
   config.data = data = ml_collections.ConfigDict()
-  data.source = "builtin:date"  # "builtin:<date|reverse|copy|sort|addition>" or "tsv:<path>".
+  data.source = "builtin:date"  # "builtin:<date|reverse|copy|sort|addition>", "cmudict" (G2P), "tsv:<path>" or "tfds:<name>[/<config>]".
   data.seed = 0  # Seeds the built-in task's examples and the tsv split; keep fixed to keep the test set.
   data.num_train = 50_000  # Built-in tasks: training examples.
   data.num_valid = 1_000  # Built-in tasks: validation examples (periodic evaluation).
@@ -27,8 +27,16 @@ def get_config() -> ml_collections.ConfigDict:
   data.test_path = ""  # tsv: a separate test file; "" = split off test_fraction of the main file.
   data.valid_fraction = 0.05  # tsv without valid_path: share of the file held out for validation.
   data.test_fraction = 0.05  # tsv without test_path: share of the file held out for testing.
-  data.src_tokenizer = "char"  # Source tokenizer: "char" or "word".
-  data.tgt_tokenizer = "char"  # Target tokenizer: "char" or "word".
+  data.cmudict_stress = False  # cmudict: keep the stress digits of vowels (AH0, AH1) or strip them (AH).
+  data.tfds_data_dir = ""  # tfds: where prepared TFDS datasets live; "" = TFDS's default (~/tensorflow_datasets).
+  data.tfds_keys = ""  # tfds: "source_feature,target_feature"; "" = the dataset's supervised keys.
+  data.tfds_splits = "train,validation,test"  # tfds: the dataset's split names used for train, valid and test.
+  data.bucket_window = 0  # 0 = whole training split in memory, shuffled each epoch; N > 0 = stream it, sorting by length within windows of N examples.
+  data.src_tokenizer = "char"  # Source tokenizer: "char", "word" or "sentencepiece" (trained on the training split).
+  data.tgt_tokenizer = "char"  # Target tokenizer: "char", "word" or "sentencepiece".
+  data.spm_model_type = "unigram"  # sentencepiece: "unigram" or "bpe".
+  data.spm_vocab_size = 8000  # sentencepiece: vocabulary size of each model (of the shared one with shared_vocab).
+  data.spm_max_sentences = 1_000_000  # sentencepiece: most training sentences it learns from (a prefix of the stream).
   data.min_freq = 1  # Tokens seen fewer times in training map to <unk>.
   data.max_vocab = 0  # Cap on each vocabulary (specials excluded); 0 = no cap.
   data.shared_vocab = False  # One vocabulary built from sources and targets (needs equal tokenizer kinds).

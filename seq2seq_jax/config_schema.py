@@ -28,7 +28,8 @@ TOO_LONG = ("error", "drop", "truncate")
 # Fields that fix the shapes and meaning of the parameters: a checkpoint made
 # with other values cannot be resumed.
 MODEL_FIELDS = ("model", "data.src_tokenizer", "data.tgt_tokenizer", "data.min_freq",
-                "data.max_vocab", "data.shared_vocab")
+                "data.max_vocab", "data.shared_vocab", "data.spm_model_type",
+                "data.spm_vocab_size", "data.cmudict_stress")
 
 
 def _fail(field: str, allowed: str, value: Any):
@@ -74,9 +75,17 @@ def source(field, value):
   kind, _, arg = str(value).partition(":")
   if kind == "builtin" and arg in TASKS:
     return
-  if kind == "tsv" and arg:
+  if kind in ("tsv", "tfds") and arg:
     return
-  _fail(field, f"'builtin:<task>' (tasks: {', '.join(TASKS)}) or 'tsv:<path>'", value)
+  if value == "cmudict":
+    return
+  _fail(field, f"'builtin:<task>' (tasks: {', '.join(TASKS)}), 'cmudict', 'tsv:<path>' or "
+        "'tfds:<name>[/<config>]'", value)
+
+
+def text(field, value):
+  if not isinstance(value, str):
+    _fail(field, "a string", value)
 
 
 SCHEMA: dict[str, Callable] = {
@@ -93,6 +102,14 @@ SCHEMA: dict[str, Callable] = {
     # > 0: evaluation needs a non-empty valid and test split.
     "data.valid_fraction": number(0.0, 1.0, lo_open=True, hi_open=True),
     "data.test_fraction": number(0.0, 1.0, lo_open=True, hi_open=True),
+    "data.cmudict_stress": boolean,
+    "data.tfds_data_dir": text,
+    "data.tfds_keys": text,
+    "data.tfds_splits": text,
+    "data.bucket_window": integer(0),
+    "data.spm_model_type": one_of("unigram", "bpe"),
+    "data.spm_vocab_size": integer(8),
+    "data.spm_max_sentences": integer(1),
     "data.src_tokenizer": one_of(*TOKENIZERS),
     "data.tgt_tokenizer": one_of(*TOKENIZERS),
     "data.min_freq": integer(1),
