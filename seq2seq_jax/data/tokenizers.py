@@ -10,7 +10,9 @@ losses and decoders can rely on `PAD == 0` etc. without looking at the vocab:
 
 A tokenizer is saved to a workdir as JSON, `{"kind": "char"|"word",
 "tokens": [...]}`, where `tokens` lists the non-special tokens in id order
-(ids 4, 5, ...), so a saved tokenizer reproduces the ids exactly.
+(ids 4, 5, ...), so a saved tokenizer reproduces the ids exactly. The
+"sentencepiece" kind (`subword.py`) writes the same file with its model
+added under "model".
 """
 
 import collections
@@ -22,7 +24,7 @@ from seq2seq_jax.errors import ConfigError, DataError
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
 
-TOKENIZER_KINDS = ("char", "word")
+TOKENIZER_KINDS = ("char", "word", "sentencepiece")
 
 
 class Vocab:
@@ -169,8 +171,11 @@ class _Tokenizer:
 
   def save(self, path: str) -> None:
     """Writes `{"kind": ..., "tokens": [...]}` (regular tokens in id order)."""
+    self._write(path)
+
+  def _write(self, path: str, **extra) -> None:
     payload = {"kind": self.kind,
-               "tokens": list(self.vocab.tokens[len(SPECIALS):])}
+               "tokens": list(self.vocab.tokens[len(SPECIALS):]), **extra}
     with open(path, "w", encoding="utf-8") as f:
       json.dump(payload, f, ensure_ascii=False, indent=0)
       f.write("\n")
@@ -204,8 +209,19 @@ _CLASSES = {cls.kind: cls for cls in (CharTokenizer, WordTokenizer)}
 
 
 def make_tokenizer(kind: str, texts: Iterable[str], min_freq: int = 1,
-                   max_size: Optional[int] = None):
-  """Builds a tokenizer of `kind` ("char" or "word") from `texts`."""
+                   max_size: Optional[int] = None,
+                   spm: Optional[dict] = None):
+  """Builds a tokenizer of `kind` (one of TOKENIZER_KINDS) from `texts`.
+
+  "char" and "word" count `texts` (all of it; min_freq and max_size apply).
+  "sentencepiece" trains a model on at most spm["max_sentences"] of
+  `texts` (a stream is read no further) with spm["model_type"] and
+  spm["vocab_size"] (see `subword.train_sentencepiece`; missing keys take
+  its defaults); min_freq and max_size do not apply to it.
+  """
+  if kind == "sentencepiece":
+    from seq2seq_jax.data import subword  # pylint: disable=g-import-not-at-top
+    return subword.train_sentencepiece(texts, spm)
   if kind not in _CLASSES:
     raise ConfigError(
         f"tokenizer kind must be one of {', '.join(TOKENIZER_KINDS)}, "
@@ -225,6 +241,9 @@ def load_tokenizer(path: str):
   if not isinstance(payload, dict):
     raise DataError(f"{path}: not a tokenizer file (expected a JSON object)")
   kind, tokens = payload.get("kind"), payload.get("tokens")
+  if kind == "sentencepiece":
+    from seq2seq_jax.data import subword  # pylint: disable=g-import-not-at-top
+    return subword.SentencePieceTokenizer.from_payload(payload, path)
   if kind not in _CLASSES:
     raise DataError(
         f"{path}: tokenizer kind must be one of {', '.join(TOKENIZER_KINDS)}, "

@@ -132,4 +132,4 @@ def test_load_malformed_file(tmp_path, content):
 
 def test_tokenizer_kinds_constant_matches_classes():
   assert CharTokenizer.kind == "char" and WordTokenizer.kind == "word"
-  assert set(tokenizers.TOKENIZER_KINDS) == {"char", "word"}
+  assert set(tokenizers.TOKENIZER_KINDS) == {"char", "word", "sentencepiece"}
