@@ -65,12 +65,21 @@ class Run:
     self.src_tok, self.tgt_tok = self._tokenizers()
     self.src_boundaries = batching.parse_boundaries(config.data.src_boundaries)
     self.tgt_boundaries = batching.parse_boundaries(config.data.tgt_boundaries)
-    encoded = {name: batching.encode_pairs(pairs, self.src_tok, self.tgt_tok)
-               for name, pairs in self.splits.items()}
-    self.train_batches = batching.BucketBatcher(
-        *encoded["train"], self.src_boundaries, self.tgt_boundaries,
-        batch_size=config.train.batch_size, seed=config.seed, shuffle=True,
-        too_long=config.data.too_long)
+    encoded = {name: batching.encode_pairs(self.splits[name], self.src_tok, self.tgt_tok)
+               for name in ("valid", "test")}
+    if config.data.bucket_window > 0:
+      # Streamed: one pass now counts the buckets, then each epoch re-reads
+      # the split, sorting by length within windows of bucket_window examples.
+      self.train_batches = batching.WindowedBatcher(
+          self.splits["train"], batching.pair_encoder(self.src_tok, self.tgt_tok),
+          self.src_boundaries, self.tgt_boundaries, batch_size=config.train.batch_size,
+          seed=config.seed, window=config.data.bucket_window, too_long=config.data.too_long)
+    else:
+      self.train_batches = batching.BucketBatcher(
+          *batching.encode_pairs(self.splits["train"], self.src_tok, self.tgt_tok),
+          self.src_boundaries, self.tgt_boundaries,
+          batch_size=config.train.batch_size, seed=config.seed, shuffle=True,
+          too_long=config.data.too_long)
     # Evaluation pads every batch to one shape (the smallest boundaries that
     # fit the valid and test sets), so it compiles once, not once a bucket.
     eval_src_b, eval_tgt_b = self._eval_boundaries(encoded)
@@ -100,18 +109,23 @@ class Run:
     if self.resuming and all(os.path.exists(p) for p in paths):
       return tuple(tokenizers.load_tokenizer(p) for p in paths)
     data = self.config.data
-    max_size = data.max_vocab or None
+    # The training split may be a sources.PairStream larger than memory: the
+    # texts are generators (each one a pass over the split), never lists.
     train = self.splits["train"]
+
+    def make(kind, texts):
+      spm = dict(model_type=data.spm_model_type, vocab_size=data.spm_vocab_size,
+                 max_sentences=data.spm_max_sentences)
+      return tokenizers.make_tokenizer(kind, texts, min_freq=data.min_freq,
+                                       max_size=data.max_vocab or None, spm=spm)
+
     if data.shared_vocab:  # one vocabulary, so embeddings can be shared
-      shared = tokenizers.make_tokenizer(data.src_tokenizer, [s for s, _ in train] +
-                                         [t for _, t in train], min_freq=data.min_freq,
-                                         max_size=max_size)
+      # Source and target of each pair in turn, so that the prefix sentencepiece
+      # learns from (spm_max_sentences) holds both languages.
+      shared = make(data.src_tokenizer, (text for pair in train for text in pair))
       return shared, shared
-    src = tokenizers.make_tokenizer(data.src_tokenizer, [s for s, _ in train],
-                                    min_freq=data.min_freq, max_size=max_size)
-    tgt = tokenizers.make_tokenizer(data.tgt_tokenizer, [t for _, t in train],
-                                    min_freq=data.min_freq, max_size=max_size)
-    return src, tgt
+    return (make(data.src_tokenizer, (s for s, _ in train)),
+            make(data.tgt_tokenizer, (t for _, t in train)))
 
   def _eval_boundaries(self, encoded):
     longest_src = max(len(s) for name in ("valid", "test") for s in encoded[name][0])

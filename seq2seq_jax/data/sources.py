@@ -6,13 +6,19 @@
   tsv:<path>       local tab-separated parallel text, `source<TAB>target`,
                    optionally gzipped (`.gz`); further columns are ignored,
                    so the Tatoeba / manythings.org files work as they are.
+
+A TSV file is read line by line (`stream_tsv`), never whole: with
+`data.bucket_window > 0` the training split is a `PairStream` that reads the
+file again each epoch, so a corpus larger than memory trains. Valid/test
+splits are carved off by a hash of (data.seed, source sentence) (`split_of`),
+which needs no pass over the whole file and keeps all pairs of one source in
+one split.
 """
 
 import gzip
+import hashlib
 import os
-from typing import Any
-
-import numpy as np
+from typing import Any, Iterator, Optional
 
 from seq2seq_jax.data import tasks
 from seq2seq_jax.errors import ConfigError, DataError
@@ -40,7 +46,7 @@ class PairStream:
 
 
 def read_tsv(path: str) -> tuple:
-  """Reads `source<TAB>target[<TAB>ignored...]` lines.
+  """Reads `source<TAB>target[<TAB>ignored...]` lines into memory.
 
   Args:
     path: a UTF-8 text file, gzip-compressed if the name ends in ".gz".
@@ -52,11 +58,32 @@ def read_tsv(path: str) -> tuple:
     "extra_column_lines" (lines with more than two columns).
 
   Raises:
+    DataError: as `stream_tsv`.
+  """
+  stats = {}
+  pairs = list(stream_tsv(path, stats))
+  return pairs, stats
+
+
+def stream_tsv(path: str, stats: Optional[dict] = None) -> Iterator[tuple]:
+  """Yields the (source, target) pairs of a TSV file one line at a time.
+
+  Memory does not depend on the file's size, so this reads files larger
+  than memory. Parsing is `read_tsv`'s; the file is opened on the first
+  `next()` and closed when the generator finishes or is discarded.
+
+  Args:
+    path: a UTF-8 text file, gzip-compressed if the name ends in ".gz".
+    stats: if given, a dict that is filled as `read_tsv` describes while the
+      lines are read (complete once the generator is exhausted).
+
+  Raises (while iterating):
     DataError: missing/unreadable file, or a line that is not UTF-8, has no
       tab, or has an empty source or target; the message names path:line.
   """
-  pairs = []
-  stats = {"lines": 0, "blank_lines": 0, "pairs": 0, "extra_column_lines": 0}
+  if stats is None:
+    stats = {}
+  stats.update(lines=0, blank_lines=0, pairs=0, extra_column_lines=0)
   opener = gzip.open if str(path).endswith(".gz") else open
   try:
     with opener(path, "rb") as f:
@@ -64,7 +91,8 @@ def read_tsv(path: str) -> tuple:
         stats["lines"] = lineno
         pair = _parse_line(path, lineno, raw, stats)
         if pair is not None:
-          pairs.append(pair)
+          stats["pairs"] += 1
+          yield pair
   except FileNotFoundError:
     raise DataError(f"data file not found: {path}") from None
   except IsADirectoryError:
@@ -72,8 +100,6 @@ def read_tsv(path: str) -> tuple:
   except (OSError, EOFError) as e:
     # gzip reports corrupt or truncated archives as OSError / EOFError.
     raise DataError(f"cannot read data file {path}: {e}") from None
-  stats["pairs"] = len(pairs)
-  return pairs, stats
 
 
 def _parse_line(path, lineno, raw, stats):
@@ -126,15 +152,20 @@ def load_splits(data_config: Any) -> dict:
       builtin only: num_train, num_valid, num_test, min_len, max_len (None
         or 0 means the task default); see `tasks.make_task`.
       tsv only: valid_path, test_path ("" means split off the main file),
-        valid_fraction, test_fraction (used for the splits without a path).
+        valid_fraction, test_fraction (used for the splits without a path),
+        bucket_window (optional, default 0: > 0 streams the training split).
 
   Returns:
-    {"train", "valid", "test"} -> list of (source, target) string pairs.
+    {"train", "valid", "test"} -> list of (source, target) string pairs;
+    for tsv with bucket_window > 0, "train" is a `PairStream` instead.
 
-  TSV splitting drops exact duplicate pairs first, then assigns whole groups
-  of pairs with the same source to one split (a sentence with several
-  reference translations must not be in train and test at once), chosen at
-  random from `seed`. Each split keeps the file order.
+  TSV splitting assigns each pair by `split_of` its source: all pairs with
+  the same source land in one split (a sentence with several reference
+  translations must not be in train and test at once), and a sentence's
+  split depends only on (seed, sentence, fractions), not on the rest of the
+  file. Each split keeps the file order. In memory, exact duplicate pairs
+  are dropped; the streamed training split is not deduplicated (that would
+  need a set of the whole corpus), the held-out splits still are.
   """
   source = _field(data_config, "source")
   if not isinstance(source, str) or ":" not in source:
@@ -177,20 +208,66 @@ def _load_tsv_splits(path, data_config):
     raise ConfigError(
         "data.valid_fraction + data.test_fraction must be < 1, got "
         f"{sum(fractions.values())}")
+  window = getattr(data_config, "bucket_window", 0)
+  if isinstance(window, bool) or not isinstance(window, int) or window < 0:
+    raise ConfigError(
+        f"data.bucket_window must be an integer >= 0, got {window!r}")
 
-  main = _dedupe(_read_nonempty(path))
+  path = os.path.expanduser(path)
   splits = {split: _dedupe(_read_nonempty(explicit[split]))
             for split in ("valid", "test") if explicit[split]}
-  if fractions:
+  if window:
+    splits.update(_stream_tsv_splits(path, fractions, seed))
+  else:
+    main = _dedupe(_read_nonempty(path))
     carved = split_by_source(main, fractions, seed)
-    if not carved["train"]:
-      raise DataError(
-          f"{path}: {len(main)} pairs leave nothing for training after "
-          "taking data.valid_fraction/data.test_fraction; lower them")
-    main = carved.pop("train")
+    _check_carved(path, len(main), {k: len(v) for k, v in carved.items()},
+                  fractions)
     splits.update(carved)
-  splits["train"] = main
   return {split: splits[split] for split in SPLITS}
+
+
+def _stream_tsv_splits(path, fractions, seed):
+  """One streamed pass collects the held-out pairs; train stays a stream."""
+  carved = {"train": 0, **{name: [] for name in fractions}}
+  total = 0
+  for pair in stream_tsv(path):
+    total += 1
+    split = split_of(pair[0], seed, fractions)
+    if split == "train":
+      carved["train"] += 1
+    else:
+      carved[split].append(pair)
+  if not total:
+    raise DataError(f"{path}: no source<TAB>target pairs found")
+  sizes = {k: v if k == "train" else len(v) for k, v in carved.items()}
+  _check_carved(path, total, sizes, fractions)
+  if fractions:
+    def open_pairs():
+      return (pair for pair in stream_tsv(path)
+              if split_of(pair[0], seed, fractions) == "train")
+  else:
+    def open_pairs():
+      return stream_tsv(path)
+  out = {name: _dedupe(pairs) for name, pairs in carved.items()
+         if name != "train"}
+  out["train"] = PairStream(
+      open_pairs, f"{path}, training split ({sizes['train']} pairs), "
+      "read again each epoch")
+  return out
+
+
+def _check_carved(path, total, sizes, fractions):
+  if not sizes["train"]:
+    raise DataError(
+        f"{path}: {total} pairs leave nothing for training after "
+        "taking data.valid_fraction/data.test_fraction; lower them")
+  for name, fraction in fractions.items():
+    if fraction > 0 and not sizes[name]:
+      raise DataError(
+          f"{path}: data.{name}_fraction={fraction} of {total} pairs selected "
+          f"no {name} pairs (each source goes to a split by a hash of "
+          f"data.seed and the source); raise it or give data.{name}_path")
 
 
 def _read_nonempty(path):
@@ -204,31 +281,49 @@ def _dedupe(pairs):
   return list(dict.fromkeys(pairs))
 
 
+def source_hash(source: str, seed: int) -> float:
+  """A stable number in [0, 1), uniform over sources, from (seed, source).
+
+  Unlike Python's `hash`, it is the same in every process and on every
+  machine (BLAKE2b of the seed and the UTF-8 source).
+  """
+  digest = hashlib.blake2b(f"{seed}\t{source}".encode("utf-8"),
+                           digest_size=8).digest()
+  return int.from_bytes(digest, "big") / 2.0**64
+
+
+def split_of(source: str, seed: int, fractions: dict) -> str:
+  """The split of every pair with this source: "train" or a key of fractions.
+
+  `source_hash(source, seed)` is compared with consecutive intervals, one per
+  split in `fractions` (in sorted name order: test, then valid) of its
+  fraction's width; the rest is "train". So a split holds each distinct
+  source with probability equal to its fraction (about fraction x #sources,
+  not exactly), and a source's split depends on nothing else in the file:
+  appending data never moves an existing sentence to another split.
+  """
+  u = source_hash(source, seed)
+  edge = 0.0
+  for name in sorted(fractions):
+    edge += fractions[name]
+    if u < edge:
+      return name
+  return "train"
+
+
 def split_by_source(pairs: list, fractions: dict, seed: int) -> dict:
-  """Carves random splits off `pairs`, keeping equal sources together.
+  """Carves held-out splits off `pairs` by `split_of` their source.
 
   Args:
-    pairs: list of (source, target).
-    fractions: split name -> fraction of the distinct sources, e.g.
-      {"valid": 0.05, "test": 0.05}; a positive fraction gets at least one
-      source. Splits are carved in sorted name order.
+    pairs: iterable of (source, target).
+    fractions: split name -> expected fraction of the distinct sources,
+      e.g. {"valid": 0.05, "test": 0.05}.
     seed: non-negative int.
 
   Returns:
     {"train": rest, **{name: pairs}}; every list keeps the order of `pairs`.
   """
-  sources = list(dict.fromkeys(src for src, _ in pairs))
-  order = np.random.default_rng(seed).permutation(len(sources))
-  assignment = {}
-  start = 0
-  for name in sorted(fractions):
-    count = int(round(fractions[name] * len(sources)))
-    if fractions[name] > 0:
-      count = max(count, 1)
-    for k in order[start:start + count]:
-      assignment[sources[k]] = name
-    start += count
   out = {"train": [], **{name: [] for name in fractions}}
   for pair in pairs:
-    out[assignment.get(pair[0], "train")].append(pair)
+    out[split_of(pair[0], seed, fractions)].append(pair)
   return out

@@ -1,10 +1,13 @@
 """Tests for seq2seq_jax.data.batching."""
 
+import copy
+import gzip
+
 import numpy as np
 import pytest
 
-from seq2seq_jax.data import batching
-from seq2seq_jax.data.batching import BucketBatcher
+from seq2seq_jax.data import batching, sources, tasks
+from seq2seq_jax.data.batching import BucketBatcher, WindowedBatcher
 from seq2seq_jax.data.tokenizers import BOS, EOS, PAD, CharTokenizer
 from seq2seq_jax.errors import ConfigError, DataError
 
@@ -284,3 +287,189 @@ def test_all_dropped_and_bad_arguments():
   with pytest.raises(DataError, match="empty source"):
     BucketBatcher(src + [np.array([], np.int32)], tgt + [tgt[0]], SRC_B,
                   TGT_B, 8, seed=0)
+
+
+# WindowedBatcher: the same batches from a stream, sorted within windows.
+
+
+class _CountingStream:
+  """`n` generated examples, made only when asked for; counts them."""
+
+  def __init__(self, n):
+    self.n, self.produced, self.passes = n, 0, 0
+
+  def open(self):
+    self.passes += 1
+    self.produced = 0
+    for k in range(self.n):
+      self.produced += 1
+      # Example k is recognisable from its lengths and first token.
+      yield [4 + k % 26] * (1 + k % 12), [4] * ((k * 7) % 13)
+
+
+def _windowed(n=203, batch_size=8, seed=1, window=20, **kwargs):
+  src, tgt = _random_data(n)
+  return src, tgt, WindowedBatcher(list(zip(src, tgt)), None, SRC_B, TGT_B,
+                                   batch_size, seed, window, **kwargs)
+
+
+def _indices(batches):
+  index = np.concatenate([b["index"] for b in batches])
+  return index[index >= 0]
+
+
+def test_windowed_memory_is_bounded_and_every_example_seen_once():
+  stream = _CountingStream(200_000)
+  pairs = sources.PairStream(stream.open, "200k generated examples")
+  batcher = WindowedBatcher(pairs, None, SRC_B, TGT_B, 32, seed=0, window=1000)
+  assert stream.passes == 1  # the census, which keeps nothing
+  assert batcher.num_examples == 200_000
+  # Read ahead of what has been batched: one window plus partial buckets.
+  bound = 1000 + len(SRC_B) * len(TGT_B) * (32 - 1)
+  seen = np.zeros(200_000, np.int64)
+  batched = most_ahead = steps = 0
+  for batch in batcher.iterate_epoch(0):
+    real = batch["index"] >= 0
+    index = batch["index"][real]
+    batched += len(index)
+    most_ahead = max(most_ahead, stream.produced - batched)
+    steps += 1
+    seen[index] += 1
+    np.testing.assert_array_equal(batch["src_len"][real], 1 + index % 12)
+    np.testing.assert_array_equal(batch["src"][real, 0], 4 + index % 26)
+    np.testing.assert_array_equal(batch["tgt_len"][real], (index * 7) % 13 + 1)
+  assert stream.passes == 2
+  assert (seen == 1).all()
+  assert steps == batcher.steps_per_epoch
+  assert 1000 <= most_ahead <= bound
+
+
+def test_windowed_matches_bucket_batcher_counts_and_shapes():
+  src, tgt, windowed = _windowed()
+  bucketed = BucketBatcher(src, tgt, SRC_B, TGT_B, 8, seed=1)
+  assert windowed.bucket_counts() == bucketed.bucket_counts()
+  assert windowed.batch_shapes() == bucketed.batch_shapes()
+  assert windowed.steps_per_epoch == bucketed.steps_per_epoch
+  assert windowed.num_examples == 203
+  for epoch in (0, 1, 4):
+    batches = list(windowed.iterate_epoch(epoch))
+    assert len(batches) == windowed.steps_per_epoch
+    assert sorted(_indices(batches).tolist()) == list(range(203))
+    for batch in batches:
+      assert batch.keys() == set(KEYS)
+      s, t = batch["src"].shape[1], batch["tgt_in"].shape[1]
+      assert (s, t) in windowed.batch_shapes() and batch["index"].shape == (8,)
+      for row, i in enumerate(batch["index"]):
+        if i >= 0:  # the smallest bucket that fits, the example's own ids
+          assert batching.bucket_for(len(src[i]), SRC_B) == s
+          assert batching.bucket_for(len(tgt[i]) + 1, TGT_B) == t
+          np.testing.assert_array_equal(batch["src"][row, :len(src[i])], src[i])
+          np.testing.assert_array_equal(batch["tgt_out"][row, :len(tgt[i]) + 1],
+                                        np.append(tgt[i], EOS))
+        else:
+          assert batch["src_len"][row] == 0 and not batch["weights"][row].any()
+
+
+def test_windowed_resume_matches_continuing_stream():
+  src, tgt, batcher = _windowed()
+  spe = batcher.steps_per_epoch
+  stream = batcher.iterate()
+  reference = [next(stream) for _ in range(2 * spe + 5)]
+  for k in (0, 1, spe - 1, spe, spe + 3, 2 * spe + 1):
+    fresh = WindowedBatcher(list(zip(src, tgt)), None, SRC_B, TGT_B, 8, seed=1,
+                            window=20)
+    _assert_batches_equal(fresh.batch_at(k), reference[k])
+    resumed = fresh.iterate(start_step=k)
+    for j in range(k, min(k + 4, len(reference))):
+      _assert_batches_equal(next(resumed), reference[j])
+
+
+def test_windowed_epochs_differ_and_depend_only_on_seed():
+  src, tgt, batcher = _windowed(seed=1)
+  order = lambda b, e: np.concatenate([x["index"] for x in b.iterate_epoch(e)])
+  assert not np.array_equal(order(batcher, 0), order(batcher, 1))
+  _, _, other = _windowed(seed=1)
+  np.testing.assert_array_equal(order(batcher, 3), order(other, 3))
+  _, _, reseeded = _windowed(seed=2)
+  assert not np.array_equal(order(batcher, 0), order(reseeded, 0))
+
+
+def test_windowed_sorts_within_windows_only():
+  # A window of 1 cannot reorder: an example waits only until its bucket has
+  # a full batch, so batches come close to stream order. A window of the
+  # whole data shuffles it all, as BucketBatcher does.
+  def displacement(window):
+    _, _, batcher = _windowed(window=window)
+    index = _indices(list(batcher.iterate_epoch(0)))
+    assert sorted(index) == list(range(203))
+    return np.mean(np.abs(index - np.arange(203)))
+
+  assert displacement(1) < 25 < 50 < displacement(10_000)
+
+
+def test_windowed_too_long_is_checked_before_training():
+  src, tgt = _random_data(50, max_src=20, max_tgt=3)
+  with pytest.raises(DataError) as expected:
+    BucketBatcher(src, tgt, SRC_B, TGT_B, 8, seed=0)
+  with pytest.raises(DataError) as info:
+    WindowedBatcher(list(zip(src, tgt)), None, SRC_B, TGT_B, 8, 0, window=8)
+  assert str(info.value) == str(expected.value)
+  for mode in ("drop", "truncate"):
+    windowed = WindowedBatcher(list(zip(src, tgt)), None, SRC_B, TGT_B, 8, 0,
+                               window=8, too_long=mode)
+    bucketed = BucketBatcher(src, tgt, SRC_B, TGT_B, 8, 0, too_long=mode)
+    assert windowed.bucket_counts() == bucketed.bucket_counts()
+    assert (windowed.num_dropped, windowed.num_truncated) == (
+        bucketed.num_dropped, bucketed.num_truncated)
+    assert sorted(_indices(list(windowed.iterate_epoch(0)))) == sorted(
+        _indices(list(bucketed.iterate_epoch(0))))
+
+
+def test_windowed_bad_arguments_and_changed_data():
+  src, tgt = _random_data(30)
+  pairs = list(zip(src, tgt))
+  with pytest.raises(ValueError, match="re-iterable"):
+    WindowedBatcher(iter(pairs), None, SRC_B, TGT_B, 8, 0, window=8)
+  with pytest.raises(ConfigError, match="data.bucket_window"):
+    WindowedBatcher(pairs, None, SRC_B, TGT_B, 8, 0, window=0)
+  with pytest.raises(DataError, match="empty source"):
+    WindowedBatcher(pairs + [([], [5])], None, SRC_B, TGT_B, 8, 0, window=8)
+  tok = CharTokenizer.build(["abc"])
+  texts = [("ab", "c"), ("cab", "")]
+  windowed = WindowedBatcher(texts, batching.pair_encoder(tok, tok), (4,), (4,),
+                             3, 0, window=2)
+  (batch,) = windowed.iterate_epoch(0)
+  bucketed = BucketBatcher(*batching.encode_pairs(texts, tok, tok), (4,), (4,),
+                           3, 0)
+  np.testing.assert_array_equal(batch["src"], bucketed.batch_at(0)["src"])
+  del pairs[-1]  # the file changed under a running job
+  windowed = WindowedBatcher(pairs + [pairs[0]], None, SRC_B, TGT_B, 8, 0, 8)
+  windowed._pairs = pairs
+  with pytest.raises(DataError, match="changed while training"):
+    list(windowed.iterate_epoch(0))
+
+
+def test_windowed_training_run_end_to_end(tmp_path, capsys):
+  from seq2seq_jax import trainer
+  from seq2seq_jax.metric_writer import read_metrics
+  from tests import tiny_config
+
+  path = tmp_path / "dates.tsv.gz"
+  with gzip.open(path, "wt", encoding="utf-8") as f:
+    for src, tgt in tasks.make_task("date", 0, 500, 1, 1)["train"]:
+      f.write(f"{src}\t{tgt}\tCC-BY 2.0\n")
+  config = tiny_config.get_config()
+  config.data.source = f"tsv:{path}"
+  config.data.bucket_window = 64
+  config.data.valid_fraction = config.data.test_fraction = 0.08
+  config.eval.num_attention_plots = 0
+  config.train.eval_every = 100  # only the final evaluation: fewer compiles
+  workdir = str(tmp_path / "run")
+  # Stopped half way and resumed: the streamed data order carries on.
+  assert trainer.train_and_evaluate(copy.deepcopy(config), workdir,
+                                    stop_after=4) is None
+  values = trainer.train_and_evaluate(copy.deepcopy(config), workdir)
+  assert [e["step"] for e in read_metrics(workdir, "train")] == [2, 4, 6, 8]
+  assert 0.0 <= values["exact_match"] <= 1.0 and values["decoded_examples"] > 10
+  assert values["train_step_compilations"] <= values["train_bucket_shapes"] == 2
+  assert "resuming from step 4" in capsys.readouterr().out
