@@ -186,6 +186,9 @@ def load_splits(data_config: Any) -> dict:
     if not rest:
       raise _source_error(source)
     return _load_tsv_splits(rest, data_config)
+  if scheme == "tfds":  # imported here: tensorflow_datasets only when used
+    from seq2seq_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
+    return tfds_source.load_tfds_splits(rest, data_config)
   raise _source_error(source)
 
 
