@@ -41,16 +41,18 @@ def evaluate_decoders(workdir: str, split: str = "test", beam_sizes=(1, 4), alph
                       repeats: int = 3) -> dict:
   """Decodes `split` of a trained workdir with each beam size.
 
-  Returns {"step", "split", "examples", "results": [{"beam_size",
-  "exact_match", "bleu", "chrf", "sentences_per_s", "tokens_per_s",
-  "compile_s", "decode_s"}], "bleu_signature", "chrf_signature"}.
+  Returns {"step", "split", "examples" (distinct sources scored), "results":
+  [{"beam_size", "exact_match", "bleu", "chrf", ("wer", "per" for cmudict),
+  "sentences_per_s", "tokens_per_s", "compile_s", "decode_s"}],
+  "bleu_signature", "chrf_signature"}. Throughput counts every example
+  decoded (a source with several references is in the batches once per pair).
   """
   import jax
   import numpy as np
 
   from seq2seq_jax import decoding, metrics
   from seq2seq_jax.inference import load_workdir
-  from seq2seq_jax.trainer import Run
+  from seq2seq_jax.trainer import Run, references_by_source
 
   trained = load_workdir(workdir, step)
   config = trained.config
@@ -59,8 +61,8 @@ def evaluate_decoders(workdir: str, split: str = "test", beam_sizes=(1, 4), alph
   run = Run(config, workdir)  # rebuilds the splits; reads the saved tokenizers
   batcher = run.eval_batches[split]
   batches = list(batcher.iterate_epoch())
-  pairs = run.splits[split]
-  refs_by_index = {i: run.tgt_tok.join(run.tgt_tok.split(t)) for i, (_, t) in enumerate(pairs)}
+  references = references_by_source(run.splits[split], run.tgt_tok)
+  g2p = config.data.source == "cmudict"
   params = trained.params
   out = {"step": trained.step, "split": split, "results": []}
   for beam in beam_sizes:
@@ -76,23 +78,23 @@ def evaluate_decoders(workdir: str, split: str = "test", beam_sizes=(1, 4), alph
       results = [decode(params, b["src"], b["src_len"]) for b in batches]
       results = jax.device_get(results)
       times.append(time.perf_counter() - start)
-    hyps, refs, tokens = [], [], 0
+    hyps, refs, tokens, decoded = [], [], 0, 0
     for b, r in zip(batches, results):
       for i, idx in enumerate(b["index"]):
         if idx < 0:
           continue
-        ids = r["tokens"][i][:int(r["lengths"][i])]
         tokens += int(r["lengths"][i])
-        hyps.append(run.tgt_tok.decode(ids))
-        refs.append(refs_by_index[int(idx)])
+        decoded += 1
+        if int(idx) in references:  # score each distinct source once
+          hyps.append(run.tgt_tok.decode(r["tokens"][i][:int(r["lengths"][i])]))
+          refs.append(references[int(idx)])
     seconds = float(np.median(times))
-    bleu, out["bleu_signature"] = metrics.corpus_bleu(
-        hyps, refs, metrics.bleu_tokenizer(run.tgt_tok.kind))
-    chrf, out["chrf_signature"] = metrics.corpus_chrf(hyps, refs)
+    scores = metrics.sequence_metrics(hyps, refs, metrics.bleu_tokenizer(run.tgt_tok.kind), g2p)
+    out["bleu_signature"] = scores.pop("bleu_signature")
+    out["chrf_signature"] = scores.pop("chrf_signature")
     out["examples"] = len(hyps)
     out["results"].append({
-        "beam_size": int(beam), "exact_match": metrics.exact_match(hyps, refs),
-        "bleu": bleu, "chrf": chrf, "sentences_per_s": len(hyps) / seconds,
+        "beam_size": int(beam), **scores, "sentences_per_s": decoded / seconds,
         "tokens_per_s": tokens / seconds, "compile_s": compile_s, "decode_s": seconds})
   return out
 
@@ -116,12 +118,14 @@ def main(argv):
   except UserError as e:
     _fail(str(e))
   print(f"{FLAGS.workdir} step {out['step']}, {out['split']} split, {out['examples']} examples")
-  print(f"{'beam':>4}  {'exact match':>11}  {'BLEU':>6}  {'chrF':>6}  {'sent/s':>8}  "
-        f"{'tok/s':>9}  {'compile s':>9}")
+  g2p = "wer" in out["results"][0]
+  print(f"{'beam':>4}  {'exact match':>11}  " + (f"{'WER':>7}  {'PER':>7}  " if g2p else "")
+        + f"{'BLEU':>6}  {'chrF':>6}  {'sent/s':>8}  {'tok/s':>9}  {'compile s':>9}")
   for r in out["results"]:
-    print(f"{r['beam_size']:>4}  {100 * r['exact_match']:>10.2f}%  {r['bleu']:>6.2f}  "
-          f"{r['chrf']:>6.2f}  {r['sentences_per_s']:>8.0f}  {r['tokens_per_s']:>9.0f}  "
-          f"{r['compile_s']:>9.1f}")
+    print(f"{r['beam_size']:>4}  {100 * r['exact_match']:>10.2f}%  "
+          + (f"{100 * r['wer']:>6.2f}%  {100 * r['per']:>6.2f}%  " if g2p else "")
+          + f"{r['bleu']:>6.2f}  {r['chrf']:>6.2f}  {r['sentences_per_s']:>8.0f}  "
+          f"{r['tokens_per_s']:>9.0f}  {r['compile_s']:>9.1f}")
   print(f"BLEU: {out['bleu_signature']}")
   if FLAGS.json:
     with open(FLAGS.json, "w", encoding="utf-8") as f:

@@ -7,6 +7,7 @@ Only what inference needs is read; nothing in the workdir is written.
 """
 
 import dataclasses
+import importlib.util
 import json
 import os
 from typing import Optional, Sequence
@@ -73,6 +74,32 @@ class Trained:
     return results
 
 
+def with_defaults(saved: dict) -> ml_collections.ConfigDict:
+  """A workdir's saved config on top of the current configs/default.py, so a
+  workdir written before a field existed reads that field's default (which
+  is chosen to keep the old behaviour). Without configs/ beside the package
+  (an installed copy), the saved config is used as it is."""
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      "configs", "default.py")
+  if not os.path.isfile(path):
+    return ml_collections.ConfigDict(saved)
+  spec = importlib.util.spec_from_file_location("_seq2seq_default_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+
+  def merge(node, values):
+    for key, value in values.items():
+      if isinstance(value, dict) and key in node and isinstance(node[key], ml_collections.ConfigDict):
+        merge(node[key], value)
+      else:
+        with node.ignore_type():
+          node[key] = value
+
+  merge(config, saved)
+  return config
+
+
 def load_workdir(workdir: str, step: Optional[int] = None) -> Trained:
   """Reads a workdir written by `train.py`; raises CheckpointError when it
   has no config, tokenizers or checkpoint."""
@@ -83,7 +110,7 @@ def load_workdir(workdir: str, step: Optional[int] = None) -> Trained:
     raise CheckpointError(f"{workdir} has no trained model (config.json and checkpoints/ are "
                           "written by train.py)")
   with open(config_path, encoding="utf-8") as f:
-    config = ml_collections.ConfigDict(json.load(f))
+    config = with_defaults(json.load(f))
   src_tok = tokenizers.load_tokenizer(os.path.join(workdir, "src_tokenizer.json"))
   tgt_tok = tokenizers.load_tokenizer(os.path.join(workdir, "tgt_tokenizer.json"))
   try:

@@ -97,7 +97,10 @@ class Run:
     if saved is None:
       return
     current = json.loads(json.dumps(config_schema.model_fields(self.config)))
-    changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    # Fields newer than the checkpoint are absent from `saved`; their defaults
+    # keep the old behaviour, and a non-default choice among them (say, a
+    # sentencepiece tokenizer) also changes a field the checkpoint recorded.
+    changed = sorted(k for k in saved if saved.get(k) != current.get(k))
     if changed:
       diff = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
       raise CheckpointError(
@@ -157,17 +160,21 @@ class Evaluator:
     ev = run.config.eval
     self.decode = decoding.jit_decode(run.model, run.max_decode_len, ev.beam_size, ev.alpha,
                                       ev.length_penalty)
+    self.references = {split: references_by_source(run.splits[split], run.tgt_tok)
+                       for split in ("valid", "test")}
 
-  def _decode_rows(self, params, batch: dict, rows: list[int], pairs) -> list[dict]:
+  def _decode_rows(self, params, batch: dict, rows: list[int], split: str) -> list[dict]:
     run = self.run
+    pairs = run.splits[split]
     result = jax.device_get(self.decode(params, batch["src"], batch["src_len"]))
     out = []
     for i in rows:
       idx = int(batch["index"][i])
-      src, ref = pairs[idx]
+      src = pairs[idx][0]
+      refs = self.references[split][idx]
       hyp_ids = result["tokens"][i][:int(result["lengths"][i])]
       out.append({
-          "index": idx, "source": src, "reference": run.tgt_tok.join(run.tgt_tok.split(ref)),
+          "index": idx, "source": src, "reference": refs[0], "references": refs,
           "hypothesis": run.tgt_tok.decode(hyp_ids),
           "attention": None if result["attention"] is None else result["attention"][i],
           "hyp_ids": hyp_ids, "src_len": int(batch["src_len"][i]),
@@ -177,33 +184,47 @@ class Evaluator:
   def decode_first(self, params, split: str, count: int) -> list[dict]:
     """Greedy outputs of the first `count` examples of the split's first batch."""
     batch = next(iter(self.run.eval_batches[split].iterate_epoch()))
-    rows = [i for i, idx in enumerate(batch["index"]) if idx >= 0][:count]
-    return self._decode_rows(params, batch, rows, self.run.splits[split])
+    refs = self.references[split]
+    rows = [i for i, idx in enumerate(batch["index"]) if int(idx) in refs][:count]
+    return self._decode_rows(params, batch, rows, split)
 
   def __call__(self, params, split: str, max_decode: int = 0) -> tuple[dict, list[dict]]:
-    """Returns (metrics, decoded examples). max_decode > 0 decodes only the
-    first that many examples (the teacher-forced metrics use them all)."""
+    """Returns (metrics, decoded examples). Each distinct source is decoded
+    once and scored against all its references; max_decode > 0 decodes only
+    the sources among the first that many examples (the teacher-forced
+    metrics use every pair)."""
     run = self.run
     batches = run.eval_batches[split]
-    pairs = run.splits[split]
+    refs = self.references[split]
     sums = {}
     decoded = []
     for batch in batches.iterate_epoch():
       out = jax.device_get(self.eval_step(params, _model_batch(batch)))
       sums = {k: sums.get(k, 0.0) + float(v) for k, v in out.items()}
-      rows = [i for i, idx in enumerate(batch["index"]) if idx >= 0
+      rows = [i for i, idx in enumerate(batch["index"]) if int(idx) in refs
               and (max_decode <= 0 or idx < max_decode)]
       if rows:
-        decoded.extend(self._decode_rows(params, batch, rows, pairs))
+        decoded.extend(self._decode_rows(params, batch, rows, split))
     decoded.sort(key=lambda d: d["index"])
     values = training.summarize(sums)
-    hyps = [d["hypothesis"] for d in decoded]
-    refs = [d["reference"] for d in decoded]
-    values["exact_match"] = metrics.exact_match(hyps, refs)
-    values["bleu"], values["bleu_signature"] = metrics.corpus_bleu(
-        hyps, refs, metrics.bleu_tokenizer(run.tgt_tok.kind))
+    values.update(metrics.sequence_metrics(
+        [d["hypothesis"] for d in decoded], [d["references"] for d in decoded],
+        metrics.bleu_tokenizer(run.tgt_tok.kind), g2p=run.config.data.source == "cmudict"))
     values["decoded_examples"] = len(decoded)
     return values, decoded
+
+
+def references_by_source(pairs, tgt_tok) -> dict:
+  """{index of a source's first pair: [its targets, detokenized as the model
+  would print them, in order]}: the examples decoding scores, one per
+  distinct source, with every reference translation of that source."""
+  first, refs = {}, {}
+  for i, (src, tgt) in enumerate(pairs):
+    j = first.setdefault(src, i)
+    ref = tgt_tok.join(tgt_tok.split(tgt))
+    if ref not in refs.setdefault(j, []):
+      refs[j].append(ref)
+  return refs
 
 
 def _plot_attention(run: Run, decoded: list[dict], path: str, count: int) -> bool:
@@ -350,21 +371,24 @@ def _final_eval(run: Run, evaluator: Evaluator, writer: MetricWriter, state, tra
   with open(samples_path, "w", encoding="utf-8") as f:
     f.write("source\thypothesis\treference\n")
     for d in decoded:
-      f.write(f"{d['source']}\t{d['hypothesis']}\t{d['reference']}\n")
+      f.write(f"{d['source']}\t{d['hypothesis']}\t{' | '.join(d['references'])}\n")
   writer.text(step, "samples", "\n".join(
       f"{d['source']} -> {d['hypothesis']} (ref {d['reference']})"
       for d in decoded[:run.config.eval.num_samples]))
+  g2p = (f"WER {100 * values['wer']:.2f}%, PER {100 * values['per']:.2f}%, "
+         if "wer" in values else "")
   lines = [
       f"test after {step} steps: exact match {100 * values['exact_match']:.2f}% "
-      f"({values['decoded_examples']} examples), BLEU {values['bleu']:.2f}, "
-      f"token accuracy {100 * values['token_accuracy']:.2f}%, perplexity {values['perplexity']:.4f}",
+      f"({values['decoded_examples']} examples), {g2p}BLEU {values['bleu']:.2f}, "
+      f"chrF {values['chrf']:.2f}, token accuracy {100 * values['token_accuracy']:.2f}%, "
+      f"perplexity {values['perplexity']:.4f}",
       f"  BLEU signature: {values['bleu_signature']}",
       f"  XLA compilations: {values['compilations_total']} in total, "
       f"{values['train_step_compilations']} of the train step for "
       f"{values['train_bucket_shapes']} bucket shapes",
   ]
   for d in decoded[:run.config.eval.num_samples]:
-    mark = "ok " if d["hypothesis"] == d["reference"] else "BAD"
+    mark = "ok " if d["hypothesis"] in d["references"] else "BAD"
     lines.append(f"  [{mark}] {d['source']!r} -> {d['hypothesis']!r} (reference {d['reference']!r})")
   lines.append(f"workdir: {run.workdir} (samples.txt has every test translation)")
   print("\n".join(lines), flush=True)

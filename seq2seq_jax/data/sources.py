@@ -168,6 +168,9 @@ def load_splits(data_config: Any) -> dict:
   need a set of the whole corpus), the held-out splits still are.
   """
   source = _field(data_config, "source")
+  if source == "cmudict":
+    from seq2seq_jax.data import cmudict_source
+    return cmudict_source.load_cmudict_splits(data_config)
   if not isinstance(source, str) or ":" not in source:
     raise _source_error(source)
   scheme, _, rest = source.partition(":")

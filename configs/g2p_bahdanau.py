@@ -1,0 +1,54 @@
+"""Grapheme-to-phoneme on the CMU Pronouncing Dictionary: bidirectional GRU
+encoder, GRU decoder with Bahdanau (additive) attention, beam search 4.
+
+Letters in, ARPAbet phonemes out (stress stripped; set
+--config.data.cmudict_stress=True to predict AH0/AH1/AH2). Test words are a
+fixed 5 % of the dictionary chosen by a hash of the word (see the README).
+
+Run (about 50 minutes on a 2-core CPU, WER/PER in the README):
+  python train.py --config=configs/g2p_bahdanau.py --workdir=runs/g2p_bahdanau
+Evaluate greedy and beam search afterwards:
+  python -m seq2seq_jax.evaluate --workdir=runs/g2p_bahdanau --beam_sizes=1,4
+"""
+
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  data = config.data
+  data.source = "cmudict"
+  data.cmudict_stress = False
+  data.src_tokenizer = "char"  # letters
+  data.tgt_tokenizer = "word"  # one token per phoneme
+  data.src_boundaries = "8,12,16,32"  # words are 1 to 28 characters, median 7
+  data.tgt_boundaries = "8,12,16,32"  # pronunciations are 1 to 28 phonemes (+ <eos>)
+
+  model = config.model
+  model.embed_dim = 64
+  model.dropout = 0.2
+  model.encoder.cell = "gru"
+  model.encoder.hidden = 192
+  model.encoder.num_layers = 2
+  model.encoder.bidirectional = True  # 384-wide memory
+  model.decoder.cell = "gru"
+  model.decoder.hidden = 384
+  model.decoder.num_layers = 1
+  model.attention.dim = 192
+
+  train = config.train
+  train.batch_size = 128
+  train.num_steps = 16_000  # about 17 epochs of the 121k training pairs
+  train.learning_rate = 2e-3
+  train.warmup_steps = 500
+  train.decay = "cosine"
+  train.end_lr_factor = 0.02
+  train.eval_every = 2_000
+  train.checkpoint_every = 1_000
+  train.log_every = 200
+
+  ev = config.eval
+  ev.beam_size = 4
+  ev.num_decode_examples = 1_000  # periodic validation decodes the first 1000 words; the test all
+  ev.num_samples = 10
+  return config
