@@ -462,6 +462,10 @@ def test_windowed_training_run_end_to_end(tmp_path, capsys):
   config.data.source = f"tsv:{path}"
   config.data.bucket_window = 64
   config.data.valid_fraction = config.data.test_fraction = 0.08
+  # Subword sources: the SentencePiece model learns from the stream, is saved
+  # in the workdir and comes back on resume and for inference.
+  config.data.src_tokenizer = "sentencepiece"
+  config.data.spm_vocab_size = 300
   config.eval.num_attention_plots = 0
   config.train.eval_every = 100  # only the final evaluation: fewer compiles
   workdir = str(tmp_path / "run")
@@ -473,3 +477,8 @@ def test_windowed_training_run_end_to_end(tmp_path, capsys):
   assert 0.0 <= values["exact_match"] <= 1.0 and values["decoded_examples"] > 10
   assert values["train_step_compilations"] <= values["train_bucket_shapes"] == 2
   assert "resuming from step 4" in capsys.readouterr().out
+  from seq2seq_jax.inference import load_workdir
+  trained = load_workdir(workdir)
+  assert trained.src_tok.kind == "sentencepiece" and len(trained.src_tok.vocab) == 300
+  (out,) = trained.translate(["tuesday, march 3 2020"])
+  assert out["unknown"] == 0 and isinstance(out["hypothesis"], str)
