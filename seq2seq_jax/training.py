@@ -8,7 +8,7 @@ adding before dividing once.
 
 import functools
 import math
-from typing import Any
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -74,16 +74,56 @@ def make_optimizer(cfg) -> optax.GradientTransformation:
   return opt
 
 
-def create_train_state(model: nn.Module, cfg, rng: Array, batch: dict) -> TrainState:
-  """Initializes parameters from one batch's shapes (values do not matter)."""
-  tx = make_optimizer(cfg)
+class DynamicScaleState(TrainState):
+  """A train state with dynamic loss scaling, for float16 compute
+  (Micikevicius et al. 2018): the loss is multiplied by `loss_scale` so small
+  gradients survive float16, and the gradients divided by it again. A step
+  whose gradients are not finite changes no parameter (the step counter still
+  advances, so the data order stays a function of the step) and halves the
+  scale; GROWTH_INTERVAL finite steps in a row double it.
+  """
+  loss_scale: Array = None
+  good_steps: Array = None
 
-  @jax.jit  # one compilation for all of it, instead of one per parameter shape
+  GROWTH_INTERVAL = 2000
+
+  def apply_scaled_gradients(self, grads):
+    finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+    safe = jax.tree.map(lambda g: jnp.where(finite, g, jnp.zeros_like(g)), grads)
+    new = self.apply_gradients(grads=safe)
+    keep = lambda a, b: jax.tree.map(lambda x, y: jnp.where(finite, x, y), a, b)
+    good = jnp.where(finite, self.good_steps + 1, 0)
+    grow = good >= self.GROWTH_INTERVAL
+    scale = jnp.where(finite, jnp.where(grow, self.loss_scale * 2, self.loss_scale),
+                      jnp.maximum(self.loss_scale / 2, 1.0))
+    return new.replace(params=keep(new.params, self.params),
+                       opt_state=keep(new.opt_state, self.opt_state),
+                       loss_scale=scale, good_steps=jnp.where(grow, 0, good))
+
+
+def create_train_state(model: nn.Module, cfg, rng: Array, batch: dict, sharding=None) -> TrainState:
+  """Initializes parameters from one batch's shapes (values do not matter).
+
+  sharding: where the state's arrays go (a `jax.sharding.Sharding` for all,
+    say replicated over a device mesh); None = the default device.
+  cfg.precision "float16" gives a `DynamicScaleState`; parameters and
+  optimizer state are float32 in every precision.
+  """
+  tx = make_optimizer(cfg)
+  float16 = cfg.get("precision", "float32") == "float16"
+
+  # One compilation for all of it, instead of one per parameter shape.
+  @functools.partial(jax.jit, out_shardings=sharding)
   def init(rng, src, src_len, tgt_in):
     params_rng, dropout_rng = jax.random.split(rng)
     params = model.init({"params": params_rng, "dropout": dropout_rng},
                         src, src_len, tgt_in, train=False)["params"]
-    state = TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+    if float16:
+      state = DynamicScaleState.create(
+          apply_fn=model.apply, params=params, tx=tx,
+          loss_scale=jnp.asarray(2.0 ** 15, jnp.float32), good_steps=jnp.zeros((), jnp.int32))
+    else:
+      state = TrainState.create(apply_fn=model.apply, params=params, tx=tx)
     # An int32 array from the start (not Python's 0), so the first step and
     # all later ones share one compiled train step per batch shape.
     return state.replace(step=jnp.zeros((), jnp.int32))
@@ -125,34 +165,113 @@ def _sums(logits, batch) -> dict:
   }
 
 
+PRECISIONS = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def cast_floats(tree, dtype):
+  """The tree with every floating array cast to `dtype` (integers untouched)."""
+  return jax.tree.map(
+      lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
+def micro_batches(batch: dict, k: int) -> dict:
+  """[B, ...] -> [k, B/k, ...]: micro-batch i holds rows i, i+k, i+2k, ...
+
+  Strided rather than contiguous so that each device's contiguous block of
+  the global batch holds its own share of every micro-batch: splitting moves
+  no data between devices, and the micro-batches are the same rows whatever
+  the number of devices.
+  """
+  def split(x):
+    return jnp.swapaxes(x.reshape((x.shape[0] // k, k) + x.shape[1:]), 0, 1)
+  return jax.tree.map(split, batch)
+
+
 def train_step(state: TrainState, batch: dict, dropout_rng: Array, label_smoothing: float = 0.0,
-               gold_prob: Any = None, sample_predictions: bool = False):
+               gold_prob: Any = None, sample_predictions: bool = False, *,
+               grad_accum_steps: int = 1, precision: str = "float32",
+               axis_name: Optional[str] = None):
   """One optimizer step -> (new state, metric sums).
 
   Dropout's key is `fold_in(dropout_rng, step)`, a function of the step alone,
   so a resumed run draws exactly the masks an uninterrupted run would. The
   objective may be label-smoothed; the metric sums are always the plain
   negative log-likelihood, so perplexities compare across settings.
+
+  The objective is the loss summed over the batch's real target tokens,
+  divided by their count in the whole (global) batch. Each part of the batch
+  (a micro-batch, a device's shard) therefore contributes its loss sum over
+  the same divisor, and adding the parts' gradients gives exactly the
+  gradient of the whole batch:
+    grad_accum_steps: the batch is split into this many micro-batches
+      (`micro_batches`), run one after another in a `lax.scan` with their
+      gradients summed, so peak memory is that of one micro-batch.
+    axis_name: inside `jax.pmap` over that axis, `batch` is this device's
+      shard; gradients, loss and metric sums are `psum`med over devices.
+    precision: "bfloat16" / "float16" run the model on parameters cast to
+      that dtype; the parameters, gradients, optimizer state and loss stay
+      float32. "float16" also scales the loss (`DynamicScaleState`).
   """
   rng = jax.random.fold_in(dropout_rng, state.step)
+  if axis_name is not None:  # each device its own masks
+    rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
   kwargs = {}
   if gold_prob is not None:  # scheduled sampling; gold_prob is a traced scalar
     kwargs = {"gold_prob": gold_prob, "sample_predictions": sample_predictions}
+  total_weight = jnp.sum(batch["weights"])
+  if axis_name is not None:
+    total_weight = jax.lax.psum(total_weight, axis_name)
+  divisor = jnp.maximum(total_weight, 1.0)
+  compute_dtype = PRECISIONS[precision]
+  scale = getattr(state, "loss_scale", None)
 
-  def loss_fn(params):
+  def loss_fn(params, micro, rng):
+    if compute_dtype != jnp.float32:
+      params = cast_floats(params, compute_dtype)
     logits, aux = state.apply_fn(
-        {"params": params}, batch["src"], batch["src_len"], batch["tgt_in"], train=True,
+        {"params": params}, micro["src"], micro["src_len"], micro["tgt_in"], train=True,
         rngs={"dropout": rng, "sampling": jax.random.fold_in(rng, 1)}, **kwargs)
-    loss, _ = masked_cross_entropy(logits, batch["tgt_out"], batch["weights"], label_smoothing)
-    return loss, (logits, aux)
+    logits = logits.astype(jnp.float32)
+    loss = jnp.sum(smoothed_token_losses(logits, micro["tgt_out"], label_smoothing)
+                   * micro["weights"]) / divisor
+    scaled = loss if scale is None else loss * scale
+    return scaled, (loss, logits, aux)
 
-  (loss, (logits, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  new_state = state.apply_gradients(grads=grads)
-  metrics = _sums(jax.lax.stop_gradient(logits), batch)
-  if gold_prob is not None:
-    metrics["gold_fraction"] = aux["gold_fraction"]
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def one(micro, rng):
+    (_, (loss, logits, aux)), grads = grad_fn(state.params, micro, rng)
+    metrics = _sums(jax.lax.stop_gradient(logits), micro)
+    metrics["loss"] = loss
+    if gold_prob is not None:
+      metrics["gold_fraction"] = aux["gold_fraction"]
+    return grads, metrics
+
+  if grad_accum_steps == 1:
+    grads, metrics = one(batch, rng)
+  else:
+    def body(carry, xs):
+      micro, i = xs
+      grads, metrics = one(micro, jax.random.fold_in(rng, i))
+      return jax.tree.map(jnp.add, carry, (grads, metrics)), None
+
+    zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(
+        one, jax.tree.map(lambda x: x[0], micro_batches(batch, grad_accum_steps)), rng))
+    (grads, metrics), _ = jax.lax.scan(
+        body, zeros, (micro_batches(batch, grad_accum_steps), jnp.arange(grad_accum_steps)))
+    if gold_prob is not None:
+      metrics["gold_fraction"] = metrics["gold_fraction"] / grad_accum_steps
+  if axis_name is not None:
+    grads, metrics = jax.lax.psum((grads, metrics), axis_name)
+    if gold_prob is not None:
+      metrics["gold_fraction"] = metrics["gold_fraction"] / jax.lax.psum(1, axis_name)
+  if scale is None:
+    new_state = state.apply_gradients(grads=grads)
+  else:
+    grads = jax.tree.map(lambda g: g / scale, grads)
+    new_state = state.apply_scaled_gradients(grads)
+    metrics["loss_scale"] = scale
   metrics["grad_norm"] = optax.tree.norm(grads)
-  metrics["loss"] = loss
   return new_state, metrics
 
 
@@ -163,27 +282,41 @@ def eval_step(apply_fn, params: Any, batch: dict) -> dict:
   return _sums(logits, batch)
 
 
-def jit_train_step(label_smoothing: float = 0.0, scheduled_sampling: bool = False,
-                   sample_predictions: bool = False):
-  """`train_step` compiled once per batch shape, with the old state donated
-  so its buffers are reused for the new one.
-
-  Each call wraps a new function object, so each run gets its own jit cache
-  and `_cache_size()` counts that run's compilations only.
-  """
+def step_function(label_smoothing: float = 0.0, scheduled_sampling: bool = False,
+                  sample_predictions: bool = False, grad_accum_steps: int = 1,
+                  precision: str = "float32", axis_name: Optional[str] = None):
+  """`train_step` with the run's settings bound:
+  step(state, batch, dropout_rng, gold_prob) -> (state, metrics)."""
   if scheduled_sampling:
     # gold_prob is an argument, not a constant: its change over training
     # recompiles nothing.
     def step(state, batch, dropout_rng, gold_prob):
       return train_step(state, batch, dropout_rng, label_smoothing, gold_prob,
-                        sample_predictions)
+                        sample_predictions, grad_accum_steps=grad_accum_steps,
+                        precision=precision, axis_name=axis_name)
   else:
     def step(state, batch, dropout_rng, gold_prob=None):
       del gold_prob
-      return train_step(state, batch, dropout_rng, label_smoothing)
+      return train_step(state, batch, dropout_rng, label_smoothing,
+                        grad_accum_steps=grad_accum_steps, precision=precision,
+                        axis_name=axis_name)
 
   step.__name__ = "train_step"
-  return jax.jit(step, donate_argnums=(0,))
+  return step
+
+
+def jit_train_step(label_smoothing: float = 0.0, scheduled_sampling: bool = False,
+                   sample_predictions: bool = False, grad_accum_steps: int = 1,
+                   precision: str = "float32"):
+  """`train_step` compiled once per batch shape, with the old state donated
+  so its buffers are reused for the new one.
+
+  Each call wraps a new function object, so each run gets its own jit cache
+  and `_cache_size()` counts that run's compilations only. (Several devices:
+  `parallel.DataParallel`.)
+  """
+  return jax.jit(step_function(label_smoothing, scheduled_sampling, sample_predictions,
+                               grad_accum_steps, precision), donate_argnums=(0,))
 
 
 def jit_eval_step(apply_fn):
