@@ -94,7 +94,24 @@ def bucket_for(length: int, boundaries: Sequence[int]) -> int:
   return boundaries[k] if k < len(boundaries) else -1
 
 
-class BucketBatcher:
+class _BucketShapes:
+  """Bucket ids <-> (S, T) shapes, for batchers with `src_boundaries`,
+  `tgt_boundaries` and per-bucket example counts `_counts`."""
+
+  def _shape(self, bucket: int) -> tuple:
+    s, t = divmod(int(bucket), len(self.tgt_boundaries))
+    return self.src_boundaries[s], self.tgt_boundaries[t]
+
+  def bucket_counts(self) -> dict:
+    """{(S, T): number of examples} for the buckets in use, ascending."""
+    return {self._shape(b): int(c) for b, c in enumerate(self._counts) if c}
+
+  def batch_shapes(self) -> list:
+    """Sorted (S, T) shapes of all batches this batcher can produce."""
+    return sorted(self.bucket_counts())
+
+
+class BucketBatcher(_BucketShapes):
   """Fixed-shape batches of token id sequences, grouped by length bucket.
 
   Batches are dicts of numpy arrays (B = batch_size, S/T = the bucket's
@@ -191,18 +208,6 @@ class BucketBatcher:
     """Batches per epoch; the same for every epoch."""
     return self._steps_per_epoch
 
-  def _shape(self, bucket: int) -> tuple:
-    s, t = divmod(int(bucket), len(self.tgt_boundaries))
-    return self.src_boundaries[s], self.tgt_boundaries[t]
-
-  def bucket_counts(self) -> dict:
-    """{(S, T): number of examples} for the buckets in use, ascending."""
-    return {self._shape(b): int(c) for b, c in enumerate(self._counts) if c}
-
-  def batch_shapes(self) -> list:
-    """Sorted (S, T) shapes of all batches this batcher can produce."""
-    return sorted(self.bucket_counts())
-
   def _epoch_plan(self, epoch: int) -> list:
     """The cached plan of `epoch`, built on first use."""
     cached_epoch, plan = self._plan_cache
@@ -265,7 +270,7 @@ class BucketBatcher:
       yield self._make_batch(bucket, members)
 
 
-class WindowedBatcher:
+class WindowedBatcher(_BucketShapes):
   """`BucketBatcher`'s training batches from a stream, in bounded memory.
 
   Each epoch reads the examples in stream order, `window` at a time (the
@@ -378,18 +383,6 @@ class WindowedBatcher:
     t = bisect.bisect_left(self.tgt_boundaries, min(tgt_len, max_tgt))
     return (s * len(self.tgt_boundaries) + t,
             src_len > max_src or tgt_len > max_tgt)
-
-  def _shape(self, bucket: int) -> tuple:
-    s, t = divmod(int(bucket), len(self.tgt_boundaries))
-    return self.src_boundaries[s], self.tgt_boundaries[t]
-
-  def bucket_counts(self) -> dict:
-    """{(S, T): number of examples} for the buckets in use, ascending."""
-    return {self._shape(b): int(c) for b, c in enumerate(self._counts) if c}
-
-  def batch_shapes(self) -> list:
-    """Sorted (S, T) shapes of all batches this batcher can produce."""
-    return sorted(self.bucket_counts())
 
   def _examples(self) -> Iterator[tuple]:
     """(bucket, src, tgt, index) of the kept examples, in stream order."""

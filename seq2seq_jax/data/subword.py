@@ -198,15 +198,9 @@ class SentencePieceTokenizer(tokenizers._Tokenizer):  # pylint: disable=protecte
   def decode(self, ids: Iterable[int]) -> str:
     """ids -> text: stops at the first EOS, skips PAD and BOS (as the other
     tokenizers' decode does); UNK renders as "<unk>"."""
-    kept = []
-    for i in ids:
-      i = int(i)
-      if i == EOS:
-        break
-      if i in (PAD, BOS):
-        continue
+    kept = list(tokenizers.content_ids(ids))
+    for i in kept:
       self.vocab.id_to_token(i)  # IndexError outside the vocabulary
-      kept.append(i)
     return self._sp.DecodeIds(kept)
 
   def save(self, path: str) -> None:

@@ -17,7 +17,7 @@ added under "model".
 
 import collections
 import json
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Iterator, Optional, Sequence
 
 from seq2seq_jax.errors import ConfigError, DataError
 
@@ -25,6 +25,17 @@ PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
 
 TOKENIZER_KINDS = ("char", "word", "sentencepiece")
+
+
+def content_ids(ids: Iterable[int]) -> Iterator[int]:
+  """The ids a decoder output stands for: up to the first EOS, without PAD
+  and BOS (decoded output is padded after EOS and may start with BOS)."""
+  for i in ids:
+    i = int(i)
+    if i == EOS:
+      return
+    if i not in (PAD, BOS):
+      yield i
 
 
 class Vocab:
@@ -155,15 +166,7 @@ class _Tokenizer:
     Decoded model output is padded after EOS and may start with BOS, so both
     are dropped rather than rendered. UNK renders as "<unk>".
     """
-    tokens = []
-    for i in ids:
-      i = int(i)
-      if i == EOS:
-        break
-      if i in (PAD, BOS):
-        continue
-      tokens.append(self.vocab.id_to_token(i))
-    return self.join(tokens)
+    return self.join([self.vocab.id_to_token(i) for i in content_ids(ids)])
 
   def count_unknown(self, text: str) -> int:
     """Number of tokens of `text` that the vocabulary maps to UNK."""
