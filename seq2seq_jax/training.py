@@ -272,7 +272,33 @@ def train_step(state: TrainState, batch: dict, dropout_rng: Array, label_smoothi
     new_state = state.apply_scaled_gradients(grads)
     metrics["loss_scale"] = scale
   metrics["grad_norm"] = optax.tree.norm(grads)
-  return new_state, metrics
+  return skip_nonfinite(state, new_state, metrics, float16=scale is not None)
+
+
+def skip_nonfinite(state: TrainState, new_state: TrainState, metrics: dict,
+                   float16: bool = False):
+  """(new_state, metrics), with the update undone if it was not finite.
+
+  A non-finite loss or gradient (a bad batch, a divergence) changes no
+  parameter and no optimizer moment, inside the step: no host sync. Integer
+  leaves (the step, the optimizer's schedule count) still advance, so the data
+  order and learning rate stay functions of the step. `nonfinite_steps`
+  counts it (0 or 1), for the trainer to report, skip or stop on
+  (config.train.nonfinite). float16 gradients overflow routinely and loss
+  scaling already skips those updates, so there only the loss counts.
+  """
+  finite = jnp.isfinite(metrics["loss"])
+  if not float16:
+    finite &= jnp.isfinite(metrics["grad_norm"])
+
+  def keep(new, old):
+    return jax.tree.map(
+        lambda a, b: jnp.where(finite, a, b) if jnp.issubdtype(a.dtype, jnp.floating) else a,
+        new, old)
+
+  metrics["nonfinite_steps"] = jnp.logical_not(finite).astype(jnp.int32)
+  return new_state.replace(params=keep(new_state.params, state.params),
+                           opt_state=keep(new_state.opt_state, state.opt_state)), metrics
 
 
 def eval_step(apply_fn, params: Any, batch: dict) -> dict:
