@@ -98,6 +98,7 @@ def get_config() -> ml_collections.ConfigDict:
   train.eval_every = 250  # Steps between validation runs (and at the end).
   train.checkpoint_every = 250  # Steps between checkpoints (and at the end).
   train.keep_checkpoints = 3  # Checkpoints kept on disk (the newest).
+  train.nonfinite = "skip"  # A step with a NaN/inf loss or gradient changes no parameter; then "skip" (warn, carry on) or "stop" (exit, keeping the last good checkpoint).
   train.progress_bar = True  # tqdm progress bar with loss and tokens/s.
 
   config.eval = ev = ml_collections.ConfigDict()

@@ -164,6 +164,7 @@ SCHEMA: dict[str, Callable] = {
     "train.eval_every": integer(1),
     "train.checkpoint_every": integer(1),
     "train.keep_checkpoints": integer(1),
+    "train.nonfinite": one_of("skip", "stop"),
     "train.progress_bar": boolean,
     "eval.batch_size": integer(1),
     "eval.max_decode_len": integer(0),

@@ -20,3 +20,7 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
   """A workdir's checkpoint cannot be used with the requested run."""
+
+
+class DivergenceError(UserError):
+  """Training produced a non-finite loss or gradient and was told to stop."""

@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 from jax import monitoring
 
-from seq2seq_jax import config_schema, decoding, metrics, models, plotting, training
+from seq2seq_jax import config_schema, decoding, faults, metrics, models, plotting, training
 from seq2seq_jax.checkpoints import Checkpoints, has_checkpoints
 from seq2seq_jax.data import batching, sources, tokenizers
 from seq2seq_jax.errors import CheckpointError
@@ -261,13 +261,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   writer = MetricWriter(run.workdir)
   ckpts = Checkpoints(run.ckpt_dir, keep=cfg.keep_checkpoints)
   try:
-    return _train(run, writer, ckpts, stop_after)
+    with faults.StopSignals() as signals:
+      return _train(run, writer, ckpts, stop_after, signals)
   finally:
     ckpts.close()
     writer.close()
 
 
-def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optional[int]):
+def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optional[int],
+           signals: faults.StopSignals):
   config, cfg = run.config, run.config.train
   rng = jax.random.key(config.seed)
   init_rng, dropout_rng = jax.random.split(rng)
@@ -309,30 +311,36 @@ def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optio
     done = step + 1
     if pbar is not None:
       pbar.update(1)
-    if done % cfg.log_every == 0 or done == cfg.num_steps:
+    # A stop (stop_after, SIGTERM, Ctrl-C) ends the run after this step: its
+    # metrics are logged, a checkpoint written, periodic evaluation skipped.
+    stopping = (stop_after is not None and done >= stop_after) or bool(signals.requested)
+    if done % cfg.log_every == 0 or done == cfg.num_steps or stopping:
       fetched = jax.device_get(pending)  # the only host sync between log points
       pending = []
+      skipped = faults.check_finite(fetched, done - len(fetched), cfg.nonfinite,
+                                    run.train_batches.batch_at, ckpts.latest_step)
+      fetched = [m for m in fetched if not int(m["nonfinite_steps"])]  # skipped: not averaged
       elapsed = max(time.time() - last_time - paused, 1e-9)  # training time only
       sums = {k: sum(float(m[k]) for m in fetched) for k in ("loss_sum", "weight_sum", "correct_sum")}
       values = training.summarize(sums)
-      values["grad_norm"] = float(np.mean([m["grad_norm"] for m in fetched]))
+      values["grad_norm"] = float(np.mean([m["grad_norm"] for m in fetched])) if fetched else 0.0
+      values["nonfinite_steps"] = skipped
       values["learning_rate"] = float(schedule(done - 1))
       if scheduled:
         values["gold_prob"] = training.gold_probability(ss, done - 1)
-        values["gold_fraction"] = float(np.mean([m["gold_fraction"] for m in fetched]))
+        values["gold_fraction"] = (float(np.mean([m["gold_fraction"] for m in fetched]))
+                                   if fetched else 0.0)
       values["steps_per_second"] = (done - last_step) / elapsed
       values["target_tokens_per_second"] = sums["weight_sum"] / elapsed
-      if not np.isfinite(values["loss"]):
-        raise FloatingPointError(f"training loss is {values['loss']} at step {done}")
       last_time, last_step, paused = time.time(), done, 0.0
       writer.write(done, "train", values)
       if pbar is not None:
         pbar.set_postfix(loss=f"{values['loss']:.4f}",
                          tok_s=f"{values['target_tokens_per_second']:.0f}")
     pause_start = time.time()
-    if done % cfg.eval_every == 0 or done == cfg.num_steps:
+    if (done % cfg.eval_every == 0 or done == cfg.num_steps) and not signals.requested:
       _periodic_eval(run, evaluator, writer, state.params, done)
-    stopping = stop_after is not None and done >= stop_after
+    stopping = stopping or bool(signals.requested)  # also a signal during evaluation
     if done % cfg.checkpoint_every == 0 or done == cfg.num_steps or stopping:
       ckpts.save(state, meta)
     paused += time.time() - pause_start  # evaluation is not training throughput
@@ -341,8 +349,11 @@ def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optio
   if pbar is not None:
     pbar.close()
   ckpts.wait()
-  if stop_after is not None and int(jax.device_get(state.step)) < cfg.num_steps:
-    print(f"stopped at step {int(jax.device_get(state.step))}; run again to resume", flush=True)
+  step = int(jax.device_get(state.step))
+  if signals.requested or (stop_after is not None and step < cfg.num_steps):
+    why = f"{signals.requested}: " if signals.requested else ""
+    print(f"{why}stopped at step {step} with a checkpoint in {ckpts.directory}; "
+          "run the same command again to resume", flush=True)
     return None
   return _final_eval(run, evaluator, writer, state, train_step)
 
