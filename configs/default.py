@@ -78,7 +78,9 @@ def get_config() -> ml_collections.ConfigDict:
   model.transformer.share_embeddings = False  # One embedding for both sides (needs data.shared_vocab).
 
   config.train = train = ml_collections.ConfigDict()
-  train.batch_size = 64  # Examples per step (filler rows pad a bucket's last batch).
+  train.batch_size = 64  # Global batch: examples per optimizer step over all devices, processes and micro-batches (filler rows pad a bucket's last batch).
+  train.grad_accum_steps = 1  # Split each batch into this many micro-batches run in turn, gradients summed: the same step in less memory.
+  train.precision = "float32"  # Compute dtype: "float32", "bfloat16" or "float16" (loss scaling); parameters and optimizer state stay float32.
   train.num_steps = 1_000  # Training steps in the whole run.
   train.optimizer = "adam"  # "adam" or "adamw".
   train.learning_rate = 3e-3  # Peak learning rate.
@@ -110,4 +112,10 @@ def get_config() -> ml_collections.ConfigDict:
   ev.num_decode_examples = 0  # Validation examples decoded at each periodic eval; 0 = all.
   ev.num_samples = 5  # Sample translations printed and written at the end.
   ev.num_attention_plots = 3  # Test examples whose attention heat maps are drawn at each eval.
+
+  config.parallel = parallel = ml_collections.ConfigDict()  # Data parallelism over every device of every process.
+  parallel.strategy = "jit"  # "jit" (sharded global arrays, compiler-inserted all-reduce) or "pmap" (per-device program, psum); equal results.
+  parallel.coordinator_address = ""  # Multi-host: "host:port" of process 0 (or env JAX_COORDINATOR_ADDRESS); "" = a single process.
+  parallel.num_processes = 1  # Multi-host: number of processes (or env JAX_NUM_PROCESSES); 0 = detect on SLURM/Open MPI/Kubernetes/TPU.
+  parallel.process_id = -1  # Multi-host: this process's rank, 0 to num_processes - 1; -1 = env JAX_PROCESS_ID or detected.
   return config

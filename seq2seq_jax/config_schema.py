@@ -14,7 +14,8 @@ from seq2seq_jax.decoding import LENGTH_PENALTIES
 from seq2seq_jax.data.tasks import TASKS
 from seq2seq_jax.data.tokenizers import TOKENIZER_KINDS as TOKENIZERS
 from seq2seq_jax.errors import ConfigError
-from seq2seq_jax.training import SCHEDULED_SAMPLING
+from seq2seq_jax.parallel import STRATEGIES
+from seq2seq_jax.training import PRECISIONS, SCHEDULED_SAMPLING
 from seq2seq_jax.models import MODELS
 from seq2seq_jax.models.attention import NORMALIZERS, SCORES
 from seq2seq_jax.models.recurrent import CELLS
@@ -146,6 +147,8 @@ SCHEMA: dict[str, Callable] = {
     "model.transformer.tie_output": boolean,
     "model.transformer.share_embeddings": boolean,
     "train.batch_size": integer(1),
+    "train.grad_accum_steps": integer(1),
+    "train.precision": one_of(*PRECISIONS),
     "train.num_steps": integer(1),
     "train.optimizer": one_of(*OPTIMIZERS),
     "train.learning_rate": number(0.0, 10.0, lo_open=True),
@@ -174,6 +177,10 @@ SCHEMA: dict[str, Callable] = {
     "eval.num_decode_examples": integer(0),
     "eval.num_samples": integer(0),
     "eval.num_attention_plots": integer(0),
+    "parallel.strategy": one_of(*STRATEGIES),
+    "parallel.coordinator_address": text,
+    "parallel.num_processes": integer(0),
+    "parallel.process_id": integer(-1),
 }
 
 
@@ -235,6 +242,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if data.valid_fraction + data.test_fraction >= 1.0:
     raise ConfigError("config.data.valid_fraction + config.data.test_fraction must be < 1; got "
                       f"{data.valid_fraction} + {data.test_fraction}")
+  train = config.train
+  if train.batch_size % train.grad_accum_steps:
+    # (The device count is known only at run time: DataParallel.check_batch_size.)
+    raise ConfigError(f"config.train.batch_size ({train.batch_size}) must be divisible by "
+                      f"config.train.grad_accum_steps ({train.grad_accum_steps})")
+  par = config.parallel
+  if par.num_processes > 1 and par.process_id >= par.num_processes:
+    raise ConfigError(f"config.parallel.process_id ({par.process_id}) must be less than "
+                      f"config.parallel.num_processes ({par.num_processes})")
   if config.train.warmup_steps >= config.train.num_steps and config.train.decay != "constant":
     raise ConfigError(f"config.train.warmup_steps ({config.train.warmup_steps}) must be less than "
                       f"config.train.num_steps ({config.train.num_steps}) unless decay is 'constant'")

@@ -45,6 +45,23 @@ class MetricWriter:
       self._tb.close()
 
 
+class NullWriter:
+  """A `MetricWriter` that writes nothing: processes other than 0 of a
+  multi-process run."""
+
+  def write(self, step, split, values):
+    pass
+
+  def image(self, step, tag, image):
+    pass
+
+  def text(self, step, tag, text):
+    pass
+
+  def close(self):
+    pass
+
+
 def _plain(value):
   if isinstance(value, (np.generic,)):
     return value.item()

@@ -147,11 +147,24 @@ class DataParallel:
 
     return jax.tree.map(unstack, state)
 
+  def eval_params(self, state):
+    """The training-layout state's parameters on this process's first device."""
+    if self.strategy == "pmap":
+      return jax.tree.map(lambda x: x[0], state.params)
+    return self.local_params(state)
+
   @staticmethod
   def local_params(state):
     """The host-layout state's parameters on this process's first device:
     evaluation and decoding run there, with no collectives."""
     return jax.tree.map(lambda x: x.addressable_data(0), state.params)
+
+  def describe(self) -> str:
+    """"" on one device; else the devices, processes and strategy."""
+    if self.num_shards == 1 and jax.process_count() == 1:
+      return ""
+    return (f"; data parallel ({self.strategy}) over {self.num_shards} devices"
+            + (f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""))
 
   # --- batches ---------------------------------------------------------
 

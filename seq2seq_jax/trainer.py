@@ -21,11 +21,12 @@ import ml_collections
 import numpy as np
 from jax import monitoring
 
-from seq2seq_jax import config_schema, decoding, faults, metrics, models, plotting, training
+from seq2seq_jax import (config_schema, decoding, faults, metrics, models, parallel, plotting,
+                         training)
 from seq2seq_jax.checkpoints import Checkpoints, has_checkpoints
 from seq2seq_jax.data import batching, sources, tokenizers
 from seq2seq_jax.errors import CheckpointError
-from seq2seq_jax.metric_writer import MetricWriter
+from seq2seq_jax.metric_writer import MetricWriter, NullWriter
 
 MODEL_KEYS = ("src", "src_len", "tgt_in", "tgt_out", "weights")
 
@@ -255,26 +256,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     would, and skip the final evaluation (returns None); running again
     resumes there.
   """
+  config_schema.validate(config)
+  parallel.initialize(config.parallel)  # before anything touches a device
   run = Run(config, workdir)
   cfg = config.train
-  run.write_setup()
-  writer = MetricWriter(run.workdir)
+  engine = parallel.DataParallel(config.parallel.strategy)
+  engine.check_batch_size(cfg.batch_size, cfg.grad_accum_steps)
+  # Process 0 writes the workdir's files; checkpoints are saved by all.
+  main = parallel.is_main_process()
+  if main:
+    run.write_setup()
+  writer = MetricWriter(run.workdir) if main else NullWriter()
   ckpts = Checkpoints(run.ckpt_dir, keep=cfg.keep_checkpoints)
   try:
     with faults.StopSignals() as signals:
-      return _train(run, writer, ckpts, stop_after, signals)
+      return _train(run, writer, ckpts, stop_after, signals, engine)
   finally:
     ckpts.close()
     writer.close()
 
 
 def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optional[int],
-           signals: faults.StopSignals):
+           signals: faults.StopSignals, engine: parallel.DataParallel):
   config, cfg = run.config, run.config.train
+  main = parallel.is_main_process()
   rng = jax.random.key(config.seed)
   init_rng, dropout_rng = jax.random.split(rng)
   first = run.train_batches.batch_at(0)
-  state = training.create_train_state(run.model, cfg, init_rng, _model_batch(first))
+  state = engine.init_state(run.model, cfg, init_rng, _model_batch(first))
   if run.resuming:
     state = ckpts.restore(state)
   start_step = int(jax.device_get(state.step))
@@ -283,19 +292,22 @@ def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optio
                config.model.name, num_params, run.train_batches.num_examples,
                run.train_batches.bucket_counts(),
                f"resuming at step {start_step}" if start_step else "starting")
-  print(f"{num_params:,} parameters, {run.train_batches.num_examples:,} training examples, "
-        f"{len(run.train_batches.batch_shapes())} bucket shapes; "
-        + (f"resuming from step {start_step}" if start_step else "training from scratch"),
-        flush=True)
+  if main:
+    print(f"{num_params:,} parameters, {run.train_batches.num_examples:,} training examples, "
+          f"{len(run.train_batches.batch_shapes())} bucket shapes; "
+          + (f"resuming from step {start_step}" if start_step else "training from scratch")
+          + engine.describe(), flush=True)
+  state = engine.to_device(state)
   meta = {"model_fields": config_schema.model_fields(config)}
   ss = cfg.scheduled_sampling
   scheduled = ss.schedule != "none"
-  train_step = training.jit_train_step(cfg.label_smoothing, scheduled, ss.predictions == "sample")
+  train_step = engine.train_step(cfg.label_smoothing, scheduled, ss.predictions == "sample",
+                                 cfg.grad_accum_steps, cfg.precision)
   evaluator = Evaluator(run)
   schedule = jax.jit(training.learning_rate_schedule(cfg))  # one compile, not one per op
 
   pbar = None
-  if cfg.progress_bar:
+  if cfg.progress_bar and main:
     from tqdm import tqdm
     # Redraw often on a terminal, rarely in a log file.
     pbar = tqdm(total=cfg.num_steps, initial=start_step, unit="step", dynamic_ncols=True,
@@ -306,7 +318,8 @@ def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optio
   for step in range(start_step, cfg.num_steps):
     batch = next(stream)
     gold_prob = np.float32(training.gold_probability(ss, step)) if scheduled else None
-    state, step_metrics = train_step(state, _model_batch(batch), dropout_rng, gold_prob)
+    state, step_metrics = train_step(state, engine.put_batch(_model_batch(batch)), dropout_rng,
+                                     gold_prob)
     pending.append(step_metrics)
     done = step + 1
     if pbar is not None:
@@ -339,21 +352,25 @@ def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optio
                          tok_s=f"{values['target_tokens_per_second']:.0f}")
     pause_start = time.time()
     if (done % cfg.eval_every == 0 or done == cfg.num_steps) and not signals.requested:
-      _periodic_eval(run, evaluator, writer, state.params, done)
+      if main:
+        _periodic_eval(run, evaluator, writer, engine.eval_params(state), done)
     stopping = stopping or bool(signals.requested)  # also a signal during evaluation
     if done % cfg.checkpoint_every == 0 or done == cfg.num_steps or stopping:
-      ckpts.save(state, meta)
+      ckpts.save(engine.to_host(state), meta)
     paused += time.time() - pause_start  # evaluation is not training throughput
     if stopping:
       break
   if pbar is not None:
     pbar.close()
   ckpts.wait()
+  state = engine.to_host(state)
   step = int(jax.device_get(state.step))
   if signals.requested or (stop_after is not None and step < cfg.num_steps):
     why = f"{signals.requested}: " if signals.requested else ""
     print(f"{why}stopped at step {step} with a checkpoint in {ckpts.directory}; "
           "run the same command again to resume", flush=True)
+    return None
+  if not main:
     return None
   return _final_eval(run, evaluator, writer, state, train_step)
 
@@ -373,8 +390,8 @@ def _periodic_eval(run: Run, evaluator: Evaluator, writer: MetricWriter, params,
 
 def _final_eval(run: Run, evaluator: Evaluator, writer: MetricWriter, state, train_step) -> dict:
   step = int(jax.device_get(state.step))
-  values, decoded = evaluator(state.params, "test")
-  values["train_step_compilations"] = train_step._cache_size()
+  values, decoded = evaluator(parallel.DataParallel.local_params(state), "test")
+  values["train_step_compilations"] = train_step.cache_size()
   values["train_bucket_shapes"] = len(run.train_batches.batch_shapes())
   values["compilations_total"] = compilation_count()
   writer.write(step, "test", values)

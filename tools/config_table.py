@@ -19,7 +19,7 @@ def rows():
         continue
       var, rest, value, comment = m.groups()
       name = {"config": "", "data": "data.", "model": "model.", "train": "train.",
-              "ev": "eval."}.get(var)
+              "ev": "eval.", "parallel": "parallel."}.get(var)
       if name is None:
         raise SystemExit(f"unknown config variable {var!r} in: {line.strip()}")
       comment = comment.replace("|", "&#124;")
