@@ -7,6 +7,7 @@ all functions of the step.
 """
 
 import os
+import sys
 from typing import Optional
 
 import jax
@@ -24,9 +25,13 @@ class Checkpoints:
 
   def __init__(self, directory: str, keep: int = 3):
     self.directory = os.path.abspath(directory)
+    self._writing = None  # the step of the newest save started
     self._manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+        # cleanup_tmp_directories: a write cut short (kill -9 during an async
+        # save) leaves only a temporary directory, never a step; drop it.
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                             cleanup_tmp_directories=True))
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
@@ -39,40 +44,110 @@ class Checkpoints:
     step = int(jax.device_get(state.step))
     if step in self._manager.all_steps():
       return
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(_trainable(state)),
-        meta=ocp.args.JsonSave(meta)))
+    self.wait()  # the previous write's failure, if any, is reported as that write's
+    # A read-only or full directory fails here, at once and in this thread
+    # (Orbax's background write could otherwise stall on it).
+    probe = os.path.join(self.directory, f".write_probe.{jax.process_index()}.{os.getpid()}")
+    try:
+      with open(probe, "wb") as f:
+        f.write(b"\0" * 4096)
+        f.flush()
+        os.fsync(f.fileno())
+      os.remove(probe)
+    except OSError as e:
+      raise self._write_error(step, e) from None
+    self._writing = step
+    try:
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(_trainable(state)),
+          meta=ocp.args.JsonSave(meta)))
+    except Exception as e:  # noqa: BLE001
+      raise self._write_error(step, e) from None
+
+  def _write_error(self, step, e) -> CheckpointError:
+    on_disk = sorted(int(n) for n in os.listdir(self.directory) if n.isdigit())
+    return CheckpointError(
+        f"cannot write checkpoint {step} to {self.directory} ({_first_line(e)}); the earlier "
+        f"checkpoints ({', '.join(map(str, on_disk)) or 'none'}) are intact: free space or "
+        "make the directory writable, then run the same command again to resume")
 
   def read_meta(self, step: Optional[int] = None) -> dict:
-    step = self.latest_step() if step is None else step
-    restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-    return dict(restored["meta"])
+    """The meta of `step`, else of the newest checkpoint whose meta reads;
+    {} if none does (restore then decides)."""
+    for s in [step] if step is not None else sorted(self.all_steps(), reverse=True):
+      try:
+        restored = self._manager.restore(s, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        return dict(restored["meta"])
+      except Exception:  # noqa: BLE001  (a damaged checkpoint: try the one before)
+        if step is not None:
+          raise
+    return {}
 
   def restore(self, state, step: Optional[int] = None):
     """Returns `state` with the saved parameters, optimizer state and step.
 
     `state` is the freshly initialized state; its structure, shapes and
     dtypes are the target, so a checkpoint from another model is refused.
+
+    Without `step`: the newest checkpoint that restores. Newer ones that do
+    not (truncated, missing or garbled files: Orbax and TensorStore check
+    them) are reported and moved to `<workdir>/corrupt_checkpoints/`, so the
+    run redoes their steps and saves them anew. When none restores, that is
+    an error: a workdir with checkpoints never silently starts from scratch.
     """
-    step = self.latest_step() if step is None else step
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, _trainable(state))
-    try:
-      restored = self._manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(target)))
-    except (ValueError, KeyError, TypeError) as e:
+    steps = [step] if step is not None else sorted(self.all_steps(), reverse=True)
+    failures = []
+    for s in steps:
+      try:
+        restored = self._manager.restore(s, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target)))
+        break
+      except Exception as e:  # noqa: BLE001  (damage shows as many exception types)
+        failures.append((s, _first_line(e)))
+    else:
+      tried = "; ".join(f"step {s}: {why}" for s, why in failures) or "none found"
       raise CheckpointError(
-          f"checkpoint {step} in {self.directory} does not fit this model "
-          f"({str(e).splitlines()[0][:200]}); use another --workdir") from None
+          f"no checkpoint in {self.directory} can be restored into this model ({tried}): its "
+          "files are damaged or it holds another model; use another --workdir, or remove "
+          "the damaged checkpoints to resume from older ones")
+    if failures:
+      self._set_aside(failures, s)
     saved = restored["state"]
     return state.replace(params=saved["params"], opt_state=saved["opt_state"],
                          step=saved["step"])
 
+  def _set_aside(self, failures: list, restored: int) -> None:
+    aside = os.path.join(os.path.dirname(self.directory), "corrupt_checkpoints")
+    for s, why in failures:
+      dest = os.path.join(aside, str(s))
+      if jax.process_index() == 0:
+        n = 1
+        while os.path.exists(dest):
+          dest, n = os.path.join(aside, f"{s}.{n}"), n + 1
+        os.makedirs(aside, exist_ok=True)
+        os.rename(os.path.join(self.directory, str(s)), dest)
+      print(f"warning: checkpoint {s} in {self.directory} cannot be read ({why}); moved to "
+            f"{dest}; resuming from checkpoint {restored}", file=sys.stderr, flush=True)
+    self._manager.reload()
+
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    """Waits for the pending write; a failed one raises CheckpointError."""
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # noqa: BLE001
+      raise self._write_error(self._writing, e) from None
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+    try:
+      self.wait()
+    finally:
+      self._manager.close()
+
+
+def _first_line(e: Exception) -> str:
+  lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+  return (f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__)[:200]
 
 
 def has_checkpoints(directory: str) -> bool:

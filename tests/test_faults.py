@@ -124,3 +124,167 @@ def test_nonfinite_stop_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
   assert Checkpoints(os.path.join(workdir, "checkpoints")).all_steps() == [4]
   params = saved_state(workdir)[0]
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+
+
+# --- kill -9, SIGTERM: the real command line --------------------------------
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  """One uninterrupted run: its final state and how long it took."""
+  workdir = str(tmp_path_factory.mktemp("reference"))
+  start = time.time()
+  proc = train_py(workdir)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return saved_state(workdir), time.time() - start
+
+
+def start_train_py(workdir):
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  return subprocess.Popen(train_py_args(workdir), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def writing(workdir) -> bool:
+  """True while Orbax writes a checkpoint (its temporary directory exists)."""
+  ckpt = os.path.join(workdir, "checkpoints")
+  return os.path.isdir(ckpt) and any("tmp" in name for name in os.listdir(ckpt))
+
+
+def finish_and_compare(workdir, reference_state):
+  proc = train_py(workdir)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert_same_state(saved_state(workdir), reference_state)
+  return proc
+
+
+@pytest.mark.parametrize("when", ["random-0", "random-1", "during-checkpoint-write"])
+def test_kill_9_then_rerun_ends_like_an_uninterrupted_run(tmp_path, reference, when):
+  reference_state, duration = reference
+  workdir = str(tmp_path / "w")
+  proc = start_train_py(workdir)
+  try:
+    if when == "during-checkpoint-write":
+      deadline = time.time() + 2 * duration + 60
+      while not writing(workdir) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.002)
+      assert proc.poll() is None, "the run ended before any checkpoint write was seen"
+    else:  # seeded points spread over the run (import, compile, steps, writes, eval)
+      time.sleep(random.Random(when).uniform(0.3, 0.9) * duration)
+    proc.send_signal(signal.SIGKILL)
+  finally:
+    proc.wait()
+  steps = Checkpoints(os.path.join(workdir, "checkpoints")).all_steps() if os.path.isdir(
+      os.path.join(workdir, "checkpoints")) else []
+  print(f"killed ({when}) with checkpoints {steps}")
+  finish_and_compare(workdir, reference_state)
+
+
+def test_sigterm_checkpoints_and_exits_0_then_resumes_exactly(tmp_path, reference):
+  reference_state, _ = reference
+  workdir = str(tmp_path / "w")
+  proc = start_train_py(workdir)
+  try:
+    for line in proc.stdout:  # the run prints this line just before its first step
+      if "training from scratch" in line:
+        break
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=600)
+  finally:
+    proc.kill()
+    proc.wait()
+  assert proc.returncode == 0, err[-3000:]
+  assert "SIGTERM: stopped at step" in out and "run the same command again to resume" in out
+  step = int(out.split("SIGTERM: stopped at step ")[1].split()[0])
+  assert Checkpoints(os.path.join(workdir, "checkpoints")).latest_step() == step
+  assert step < OVERRIDES["train.num_steps"]
+  rerun = finish_and_compare(workdir, reference_state)
+  assert f"resuming from step {step}" in rerun.stdout
+
+
+def test_stop_signals_first_asks_second_kills():
+  from seq2seq_jax import faults
+  before = signal.getsignal(signal.SIGINT)
+  with faults.StopSignals() as signals:
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert signals.requested == "SIGTERM"
+    # The default actions are back: a second signal ends the process at once.
+    assert signal.getsignal(signal.SIGINT) == signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+  assert signal.getsignal(signal.SIGINT) == before
+
+
+# --- damaged checkpoints (in-process) ---------------------------------------
+
+@pytest.fixture(scope="module")
+def six_steps(tmp_path_factory):
+  """A workdir stopped after step 6, with checkpoints 2, 4 and 6."""
+  workdir = str(tmp_path_factory.mktemp("six"))
+  assert trainer.train_and_evaluate(tiny(), workdir, stop_after=6) is None
+  assert Checkpoints(os.path.join(workdir, "checkpoints")).all_steps() == [2, 4, 6]
+  return workdir
+
+
+def damage(step_dir, how):
+  state = os.path.join(step_dir, "state")
+  if how == "truncated data file":
+    data = os.path.join(state, "d")
+    path = max((os.path.join(data, f) for f in os.listdir(data)), key=os.path.getsize)
+    with open(path, "r+b") as f:
+      f.truncate(os.path.getsize(path) // 2)
+  elif how == "garbage manifest":
+    with open(os.path.join(state, "manifest.ocdbt"), "wb") as f:
+      f.write(os.urandom(256))
+  elif how == "missing directory":
+    shutil.rmtree(state)
+
+
+@pytest.mark.parametrize("how", ["truncated data file", "garbage manifest", "missing directory"])
+def test_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path, six_steps, reference,
+                                                              capsys, how):
+  workdir = str(tmp_path / "w")
+  shutil.copytree(six_steps, workdir)
+  damage(os.path.join(workdir, "checkpoints", "6"), how)
+  trainer.train_and_evaluate(tiny(), workdir)
+  err = capsys.readouterr().err
+  assert "warning: checkpoint 6 in" in err and "resuming from checkpoint 4" in err
+  assert os.path.isdir(os.path.join(workdir, "corrupt_checkpoints", "6"))  # kept for a look
+  assert Checkpoints(os.path.join(workdir, "checkpoints")).all_steps() == [8, 10, 12]
+  assert_same_state(saved_state(workdir), reference[0])
+
+
+def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(tmp_path, six_steps):
+  workdir = str(tmp_path / "w")
+  shutil.copytree(six_steps, workdir)
+  for step in (2, 4, 6):
+    damage(os.path.join(workdir, "checkpoints", str(step)), "garbage manifest")
+  with pytest.raises(CheckpointError, match=r"no checkpoint in .* can be restored .*step 6: .*"
+                                            r"step 4: .*step 2: "):
+    trainer.train_and_evaluate(tiny(), workdir)
+  assert Checkpoints(os.path.join(workdir, "checkpoints")).all_steps() == [2, 4, 6]
+
+
+# --- a checkpoint directory that refuses writes (in-process) ----------------
+
+def test_unwritable_checkpoint_directory_is_a_clear_error(tmp_path, six_steps):
+  workdir = str(tmp_path / "w")
+  shutil.copytree(six_steps, workdir)
+  ckpt = os.path.join(workdir, "checkpoints")
+  # root ignores permission bits; the immutable attribute stops even root.
+  if os.geteuid() == 0:
+    locked = subprocess.run(["chattr", "+i", ckpt], capture_output=True).returncode == 0
+  else:
+    os.chmod(ckpt, 0o555)
+    locked = True
+  if not locked:
+    pytest.skip("cannot make a directory unwritable here (root without chattr +i)")
+  try:
+    with pytest.raises(CheckpointError, match=r"cannot write checkpoint 8 to .*the earlier "
+                                              r"checkpoints \(2, 4, 6\) are intact"):
+      trainer.train_and_evaluate(tiny(), workdir)
+  finally:
+    if os.geteuid() == 0:
+      subprocess.run(["chattr", "-i", ckpt], check=True)
+    else:
+      os.chmod(ckpt, 0o755)
+  assert Checkpoints(ckpt).all_steps() == [2, 4, 6]
+  assert int(saved_state(workdir)[2]) == 6
