@@ -144,10 +144,9 @@ def start_train_py(workdir):
                           stderr=subprocess.PIPE, text=True)
 
 
-def writing(workdir) -> bool:
-  """True while Orbax writes a checkpoint (its temporary directory exists)."""
+def checkpoint_names(workdir) -> list:
   ckpt = os.path.join(workdir, "checkpoints")
-  return os.path.isdir(ckpt) and any("tmp" in name for name in os.listdir(ckpt))
+  return os.listdir(ckpt) if os.path.isdir(ckpt) else []
 
 
 def finish_and_compare(workdir, reference_state):
@@ -157,26 +156,50 @@ def finish_and_compare(workdir, reference_state):
   return proc
 
 
-@pytest.mark.parametrize("when", ["random-0", "random-1", "during-checkpoint-write"])
-def test_kill_9_then_rerun_ends_like_an_uninterrupted_run(tmp_path, reference, when):
+# Where the three kills of one workdir land: (what to wait for, extra seeded
+# delay). Between them, training steps, asynchronous checkpoint writes and the
+# final evaluation are all hit.
+KILLS = [
+    ("checkpoint 4 written", lambda names: "4" in names, 0.3),
+    ("checkpoint >= 8 being written", lambda names: any(
+        ".orbax-checkpoint-tmp" in n and int(n.split(".")[0]) >= 8 for n in names), 0.0),
+    ("checkpoint 12 written (final evaluation)", lambda names: "12" in names, 0.2),
+]
+
+
+def test_kill_9_at_three_points_then_rerun_ends_like_an_uninterrupted_run(tmp_path, reference):
   reference_state, duration = reference
   workdir = str(tmp_path / "w")
-  proc = start_train_py(workdir)
-  try:
-    if when == "during-checkpoint-write":
+  rng = random.Random(0)
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  resumed_from = None
+  for what, ready, delay in KILLS:
+    proc = subprocess.Popen(train_py_args(workdir), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
       deadline = time.time() + 2 * duration + 60
-      while not writing(workdir) and proc.poll() is None and time.time() < deadline:
+      # A killed write's temporary directory is removed when the next run
+      # starts; only a write of this run counts.
+      leftovers = {n for n in checkpoint_names(workdir) if "tmp" in n}
+      while leftovers & set(checkpoint_names(workdir)) and time.time() < deadline:
         time.sleep(0.002)
-      assert proc.poll() is None, "the run ended before any checkpoint write was seen"
-    else:  # seeded points spread over the run (import, compile, steps, writes, eval)
-      time.sleep(random.Random(when).uniform(0.3, 0.9) * duration)
-    proc.send_signal(signal.SIGKILL)
-  finally:
-    proc.wait()
-  steps = Checkpoints(os.path.join(workdir, "checkpoints")).all_steps() if os.path.isdir(
-      os.path.join(workdir, "checkpoints")) else []
-  print(f"killed ({when}) with checkpoints {steps}")
-  finish_and_compare(workdir, reference_state)
+      while not ready(checkpoint_names(workdir)) and time.time() < deadline:
+        assert proc.poll() is None, f"ended before {what}: {proc.stdout.read()[-2000:]}"
+        time.sleep(0.002)
+      time.sleep(rng.uniform(0.0, delay))
+      proc.send_signal(signal.SIGKILL)
+      out = proc.communicate()[0]
+    finally:
+      proc.kill()
+      proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"{what}: the run ended before the kill"
+    if resumed_from is not None:
+      assert f"resuming from step {resumed_from}" in out
+    steps = [int(n) for n in checkpoint_names(workdir) if n.isdigit()]
+    resumed_from = max(steps)
+    print(f"kill -9 at {what}: checkpoints on disk {sorted(steps)}")
+  rerun = finish_and_compare(workdir, reference_state)
+  assert f"resuming from step {resumed_from}" in rerun.stdout
 
 
 def test_sigterm_checkpoints_and_exits_0_then_resumes_exactly(tmp_path, reference):
