@@ -247,7 +247,7 @@ def load_tokenizer(path: str):
   if kind == "sentencepiece":
     from seq2seq_jax.data import subword  # pylint: disable=g-import-not-at-top
     return subword.SentencePieceTokenizer.from_payload(payload, path)
-  if kind not in _CLASSES:
+  if not isinstance(kind, str) or kind not in _CLASSES:
     raise DataError(
         f"{path}: tokenizer kind must be one of {', '.join(TOKENIZER_KINDS)}, "
         f"got {kind!r}")
