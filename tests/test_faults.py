@@ -311,3 +311,14 @@ def test_unwritable_checkpoint_directory_is_a_clear_error(tmp_path, six_steps):
       os.chmod(ckpt, 0o755)
   assert Checkpoints(ckpt).all_steps() == [2, 4, 6]
   assert int(saved_state(workdir)[2]) == 6
+
+
+def test_resume_allows_changes_that_leave_the_model_alone(tmp_path, six_steps):
+  workdir = str(tmp_path / "w")
+  shutil.copytree(six_steps, workdir)
+  changed = tiny(**{"train.num_steps": 8, "train.eval_every": 7, "train.log_every": 1,
+                    "train.checkpoint_every": 3, "train.progress_bar": True,
+                    "eval.num_samples": 1})
+  assert trainer.train_and_evaluate(changed, workdir) is not None
+  assert Checkpoints(os.path.join(workdir, "checkpoints")).latest_step() == 8
+  assert [e["step"] for e in read_metrics(workdir, "valid")][-1] == 8
