@@ -1,9 +1,14 @@
 """Orbax checkpoints of the train state, saved asynchronously.
 
-A checkpoint holds the parameters, the optimizer state and the step, plus a
-small JSON `meta` (the model fields it was trained with). Nothing else is
-needed to resume exactly: the data order, dropout keys and learning rate are
-all functions of the step.
+A checkpoint holds the parameters, the optimizer state and the step (and
+float16's loss scale), plus a small JSON `meta` (the model fields it was
+trained with). Nothing else is needed to resume exactly: the data order,
+dropout keys and learning rate are all functions of the step.
+
+Every process of a multi-process run calls `save` and `restore` (Orbax
+coordinates them). The state is saved as whole (global) arrays and restored
+onto the sharding of the state given to `restore`, so a checkpoint saved on
+N devices resumes on M.
 """
 
 import os
@@ -14,10 +19,14 @@ import jax
 import orbax.checkpoint as ocp
 
 from seq2seq_jax.errors import CheckpointError
+from seq2seq_jax.training import DynamicScaleState
 
 
 def _trainable(state) -> dict:
-  return {"params": state.params, "opt_state": state.opt_state, "step": state.step}
+  out = {"params": state.params, "opt_state": state.opt_state, "step": state.step}
+  if isinstance(state, DynamicScaleState):  # float16: the loss scale resumes too
+    out.update(loss_scale=state.loss_scale, good_steps=state.good_steps)
+  return out
 
 
 class Checkpoints:
@@ -113,9 +122,7 @@ class Checkpoints:
           "the damaged checkpoints to resume from older ones")
     if failures:
       self._set_aside(failures, s)
-    saved = restored["state"]
-    return state.replace(params=saved["params"], opt_state=saved["opt_state"],
-                         step=saved["step"])
+    return state.replace(**restored["state"])
 
   def _set_aside(self, failures: list, restored: int) -> None:
     aside = os.path.join(os.path.dirname(self.directory), "corrupt_checkpoints")

@@ -19,3 +19,19 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(tempfile.gettempdir(), "seq2seq_jax_test_xla_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+
+def pytest_configure(config):
+  config.addinivalue_line(
+      "markers", "slow: minutes on a 2-core CPU (compiles in several fresh processes); "
+      "skipped unless RUN_SLOW=1")
+
+
+def pytest_collection_modifyitems(config, items):
+  if os.environ.get("RUN_SLOW") == "1":
+    return
+  import pytest
+  skip = pytest.mark.skip(reason="slow: set RUN_SLOW=1 to run")
+  for item in items:
+    if "slow" in item.keywords:
+      item.add_marker(skip)

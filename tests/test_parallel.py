@@ -1,0 +1,192 @@
+"""Data parallelism: device counts, jit vs pmap, several processes, portable
+checkpoints, gradient accumulation, mixed precision.
+
+Forced host devices (XLA_FLAGS) and jax.distributed must be set before JAX
+starts, so those tests run tests/parallel_worker.py in fresh processes.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from seq2seq_jax import config_schema, parallel, trainer, training
+from seq2seq_jax.errors import ConfigError
+from seq2seq_jax.metric_writer import read_metrics
+from tests import parallel_worker as worker_module  # noqa: F401  (importable; runs nothing)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(ROOT, "tests", "parallel_worker.py")
+
+
+def worker(*args, timeout=400):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+  proc = subprocess.run([sys.executable, WORKER, *map(str, args)], env=env, cwd=ROOT,
+                        capture_output=True, text=True, timeout=timeout)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_one_step_same_on_1_2_4_devices_jit_pmap_and_accumulation():
+  out = worker("equivalence")
+  runs = {(r["strategy"], r["devices"], r["accum"]): r for r in out["runs"]}
+  assert set(runs) == {("jit", 1, 1), ("jit", 2, 1), ("jit", 4, 1), ("pmap", 4, 1),
+                       ("jit", 2, 2), ("pmap", 4, 2)}
+  for key, r in runs.items():
+    # Same global batch: same loss (normalized by the global token count,
+    # not a mean of per-device means) and the same parameters afterwards.
+    np.testing.assert_allclose(r["loss"], out["ref_loss"], rtol=1e-5, err_msg=str(key))
+    assert r["weight_sum"] == runs[("jit", 1, 1)]["weight_sum"]
+    assert r["param_diff"] < 1e-5, key
+    assert r["step"] == 1 and r["sharding"] == "P()"  # parameters replicated
+  assert runs[("jit", 1, 1)]["param_diff"] == 0.0  # the single-device path is unchanged
+
+
+def test_checkpoint_saved_on_n_devices_continues_on_m(tmp_path):
+  out = worker("portability", tmp_path)
+  assert set(out) == {"2->1", "1->2", "4->2 pmap"}
+  for name, r in out.items():
+    assert r["step"] == 4, name
+    assert r["restored_on"] == int(name.split("->")[1][0]), name  # on the new mesh
+    assert r["param_diff"] < 1e-5 and r["opt_diff"] < 1e-5, (name, r)
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _saved_params(workdir):
+  """Step 4's parameters, onto this process's first device whatever mesh
+  saved them."""
+  path = os.path.join(workdir, "checkpoints", "4", "state")
+  with ocp.StandardCheckpointer() as ckptr:
+    tree = ckptr.metadata(path).item_metadata.tree
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
+    return ckptr.restore(path, target)["params"]
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_process(tmp_path):
+  """2 processes x 2 devices on 127.0.0.1 (gloo collectives) against one
+  process on one device, both on the same global batches."""
+  workdir = str(tmp_path / "multi")
+  port = _free_port()
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+  procs = [subprocess.Popen([sys.executable, WORKER, "train", workdir, str(port), "2", str(i)],
+                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True) for i in range(2)]
+  try:
+    outs = [p.communicate(timeout=400) for p in procs]
+  finally:
+    for p in procs:  # never leave a process waiting for its peer
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+  for p, (out, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  reports = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+  assert [r["process"] for r in reports] == [0, 1]
+  assert all(r["processes"] == 2 and r["devices"] == 4 for r in reports)
+  # Each process feeds its own rows; together every row once.
+  assert reports[0]["rows"] == [0, 16] and reports[1]["rows"] == [16, 32]
+  # Process 0 alone wrote the metrics (one line per log point, not two) and
+  # TensorBoard; its console output has the run's lines, process 1's not.
+  assert [e["step"] for e in read_metrics(workdir, "train")] == [2, 4]
+  assert len(os.listdir(os.path.join(workdir, "tensorboard"))) == 1
+  assert "parameters" in outs[0][0] and "parameters" not in outs[1][0]
+
+  single = str(tmp_path / "single")
+  config = worker_module.multiprocess_config()
+  assert jax.device_count() == 1  # the pytest process: one device
+  assert trainer.train_and_evaluate(config, single, stop_after=4) is None
+  multi_params, single_params = _saved_params(workdir), _saved_params(single)
+  for a, b in zip(jax.tree.leaves(multi_params), jax.tree.leaves(single_params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  losses = [[e["loss"] for e in read_metrics(w, "train")] for w in (workdir, single)]
+  np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+
+
+# --- in-process (one device) ------------------------------------------------
+
+def _tiny():
+  model, cfg, batch = worker_module.tiny_parts(batch_size=16)
+  return model, cfg, batch
+
+
+def test_grad_accumulation_equals_one_large_batch():
+  model, cfg, batch = _tiny()
+  key = jax.random.key(1)
+  results = {}
+  for k in (1, 4):
+    state = training.create_train_state(model, cfg, jax.random.key(0), batch)
+    step = training.jit_train_step(grad_accum_steps=k)
+    for _ in range(3):
+      state, m = step(state, batch, key)
+    results[k] = (state, m)
+  (big, m1), (acc, m4) = results[1], results[4]
+  for a, b in zip(jax.tree.leaves(big.params), jax.tree.leaves(acc.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  for name in ("loss", "loss_sum", "weight_sum", "correct_sum"):
+    np.testing.assert_allclose(m1[name], m4[name], rtol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+def test_mixed_precision_trains_with_float32_parameters(precision):
+  model, cfg, batch = _tiny()
+  cfg.precision = precision
+  state = training.create_train_state(model, cfg, jax.random.key(0), batch)
+  step = training.jit_train_step(precision=precision)
+  losses = []
+  for _ in range(30):
+    state, m = step(state, batch, jax.random.key(1))
+    losses.append(float(m["loss"]))
+  assert losses[-1] < 0.7 * losses[0], losses
+  for leaf in jax.tree.leaves((state.params, state.opt_state)):
+    if jnp.issubdtype(leaf.dtype, jnp.floating):
+      assert leaf.dtype == jnp.float32
+  if precision == "float16":
+    assert isinstance(state, training.DynamicScaleState)
+    assert float(m["loss_scale"]) >= 1.0
+
+
+def test_bfloat16_really_computes_in_bfloat16():
+  model, cfg, batch = _tiny()
+  state = training.create_train_state(model, cfg, jax.random.key(0), batch)
+  jaxpr = str(jax.make_jaxpr(training.step_function(precision="bfloat16"))(
+      state, batch, jax.random.key(1)))
+  assert "bf16[16,6,12]" in jaxpr  # the logits
+  f32 = str(jax.make_jaxpr(training.step_function())(state, batch, jax.random.key(1)))
+  assert "bf16" not in f32
+
+
+def test_config_errors_are_one_line():
+  from configs import default
+  config = default.get_config()
+  config.train.grad_accum_steps = 3
+  with pytest.raises(ConfigError, match=r"batch_size \(64\) must be divisible by "
+                                        r"config.train.grad_accum_steps \(3\)"):
+    config_schema.validate(config)
+  config = default.get_config()
+  config.parallel.strategy = "pjit"
+  with pytest.raises(ConfigError, match="config.parallel.strategy must be one of jit, pmap"):
+    config_schema.validate(config)
+  config = default.get_config()
+  config.train.precision = "fp8"
+  with pytest.raises(ConfigError, match="config.train.precision must be one of"):
+    config_schema.validate(config)
+  dp = parallel.DataParallel("jit")
+  dp.num_shards = 3  # as on a 3-device machine
+  with pytest.raises(ConfigError, match=r"divisible by the number of devices \(3\) x "
+                                        r"config.train.grad_accum_steps \(2\) = 6"):
+    dp.check_batch_size(64, 2)
