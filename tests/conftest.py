@@ -22,16 +22,8 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 
 def pytest_configure(config):
+  # Slow tests run by default (CI runs them); `-m "not slow"` skips them
+  # for a quick local pass.
   config.addinivalue_line(
-      "markers", "slow: minutes on a 2-core CPU (compiles in several fresh processes); "
-      "skipped unless RUN_SLOW=1")
-
-
-def pytest_collection_modifyitems(config, items):
-  if os.environ.get("RUN_SLOW") == "1":
-    return
-  import pytest
-  skip = pytest.mark.skip(reason="slow: set RUN_SLOW=1 to run")
-  for item in items:
-    if "slow" in item.keywords:
-      item.add_marker(skip)
+      "markers", "slow: a minute or more on a 2-core CPU (compiles in several fresh "
+      "processes); deselect with -m 'not slow'")
