@@ -126,8 +126,8 @@ def test_bad_source_string(value):
     sources.load_splits(config)
   message = str(info.value)
   assert message.startswith("data.source must be 'builtin:<task>' (tasks: "
-                            "date, reverse, copy, sort, addition) or "
-                            "'tsv:<path>', got ")
+                            "date, reverse, copy, sort, addition), 'cmudict', "
+                            "'tsv:<path>' or 'tfds:<name>[/<config>]', got ")
   assert message.endswith(repr(value))
 
 
