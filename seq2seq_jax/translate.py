@@ -53,6 +53,11 @@ def main(argv):
     if r["unknown"]:
       print(f"warning: input {line_no}: {r['unknown']} token(s) not in the vocabulary, "
             "read as <unk>", file=sys.stderr)
+    if r["truncated"]:
+      print(f"warning: input {line_no}: longer than the model's {trained.max_source_len} source "
+            f"tokens; the last {r['truncated']} were cut", file=sys.stderr)
+    if not r["src_tokens"]:
+      print(f"warning: input {line_no}: empty, output left empty", file=sys.stderr)
     if FLAGS.nbest > 1:
       for rank, (hyp, score) in enumerate(r["nbest"], 1):
         print(f"{rank}\t{score:.4f}\t{hyp}")

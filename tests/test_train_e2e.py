@@ -162,6 +162,28 @@ def test_load_workdir_translates_like_the_run(trained):
     load_workdir(os.path.dirname(workdir))
 
 
+def test_translate_cuts_inputs_longer_than_transformer_positions():
+  import jax
+  import numpy as np
+  from seq2seq_jax import models
+  from seq2seq_jax.data import tokenizers
+  from seq2seq_jax.inference import Trained
+  from tests import tiny_config
+
+  config = tiny_config.get_config()
+  config.model.name = "transformer"
+  config.model.transformer.update(num_layers=1, d_model=8, num_heads=2, d_ff=8, max_len=16)
+  tok = tokenizers.make_tokenizer("char", ["abc"])
+  model = models.build_model(config.model, len(tok.vocab), len(tok.vocab))
+  dummy = np.ones((1, 1), np.int32)
+  params = model.init(jax.random.key(0), dummy, np.ones(1, np.int32), dummy)["params"]
+  trained = Trained(config, tok, tok, model, params, 0)
+  out = trained.translate(["abc" * 10, "", "ab"], max_len=4)
+  assert [o["truncated"] for o in out] == [14, 0, 0]
+  assert out[1]["hypothesis"] == "" and out[1]["tgt_tokens"] == []
+  assert out[0]["attention"].shape[-1] == 16  # what the model saw
+
+
 def test_translate_command(trained, tmp_path):
   workdir, _ = trained
   env = dict(os.environ, PYTHONPATH=ROOT)
@@ -169,11 +191,13 @@ def test_translate_command(trained, tmp_path):
   proc = subprocess.run(
       [sys.executable, "-m", "seq2seq_jax.translate", f"--workdir={workdir}", "--beam_size=2",
        f"--attention_png={png}"],
-      input="3 mar. 2020\ntuesday, march 3 2020 ✓\n", cwd=ROOT, env=env,
-      capture_output=True, text=True, timeout=600)
+      input="3 mar. 2020\ntuesday, march 3 2020 ✓\n\n" + "march 3 2020 " * 40 + "\n",
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-2000:]
-  assert len(proc.stdout.splitlines()) == 2
+  lines = proc.stdout.split("\n")
+  assert len(lines) == 5 and lines[2] == "" and lines[4] == ""  # one line per input
   assert "input 2: 1 token(s) not in the vocabulary" in proc.stderr  # the check mark
+  assert "input 3: empty" in proc.stderr
   assert os.path.getsize(png) > 0
   proc = subprocess.run([sys.executable, "-m", "seq2seq_jax.translate",
                          f"--workdir={tmp_path}", "x"], cwd=ROOT, env=env,
