@@ -98,6 +98,14 @@ class _BucketShapes:
   """Bucket ids <-> (S, T) shapes, for batchers with `src_boundaries`,
   `tgt_boundaries` and per-bucket example counts `_counts`."""
 
+  def _configure(self, src_boundaries, tgt_boundaries, batch_size, seed, too_long):
+    _check_arguments(batch_size, seed, too_long)
+    self.src_boundaries = parse_boundaries(src_boundaries, "data.src_boundaries")
+    self.tgt_boundaries = parse_boundaries(tgt_boundaries, "data.tgt_boundaries")
+    self.batch_size = int(batch_size)
+    self.seed = int(seed)
+    self.too_long = too_long
+
   def _shape(self, bucket: int) -> tuple:
     s, t = divmod(int(bucket), len(self.tgt_boundaries))
     return self.src_boundaries[s], self.tgt_boundaries[t]
@@ -151,15 +159,8 @@ class BucketBatcher(_BucketShapes):
     if len(src_ids) != len(tgt_ids):
       raise ValueError(
           f"{len(src_ids)} source sequences but {len(tgt_ids)} targets")
-    _check_arguments(batch_size, seed, too_long)
-    self.src_boundaries = parse_boundaries(src_boundaries,
-                                           "data.src_boundaries")
-    self.tgt_boundaries = parse_boundaries(tgt_boundaries,
-                                           "data.tgt_boundaries")
-    self.batch_size = int(batch_size)
-    self.seed = int(seed)
+    self._configure(src_boundaries, tgt_boundaries, batch_size, seed, too_long)
     self.shuffle = shuffle
-    self.too_long = too_long
 
     max_src, max_tgt = self.src_boundaries[-1], self.tgt_boundaries[-1]
     src_lens = np.array([len(s) for s in src_ids], np.int64)
@@ -319,20 +320,13 @@ class WindowedBatcher(_BucketShapes):
       raise ValueError(
           "WindowedBatcher needs a re-iterable source of examples (a list "
           "or sources.PairStream), not a one-shot iterator")
-    _check_arguments(batch_size, seed, too_long)
+    self._configure(src_boundaries, tgt_boundaries, batch_size, seed, too_long)
     if isinstance(window, bool) or not isinstance(
         window, (int, np.integer)) or window < 1:
       raise ConfigError(
           f"data.bucket_window must be an integer >= 1 to stream, got "
           f"{window!r}")
-    self.src_boundaries = parse_boundaries(src_boundaries,
-                                           "data.src_boundaries")
-    self.tgt_boundaries = parse_boundaries(tgt_boundaries,
-                                           "data.tgt_boundaries")
-    self.batch_size = int(batch_size)
-    self.seed = int(seed)
     self.window = int(window)
-    self.too_long = too_long
     self._pairs = pairs
     self._encode = encode
     self._census()
