@@ -162,6 +162,21 @@ def test_load_workdir_translates_like_the_run(trained):
     load_workdir(os.path.dirname(workdir))
 
 
+def test_evaluate_rescores_the_test_split_like_the_run(trained):
+  from seq2seq_jax.evaluate import evaluate_decoders
+  from seq2seq_jax.metric_writer import read_metrics
+  workdir, _ = trained
+  (logged,) = read_metrics(workdir, "test")
+  out = evaluate_decoders(workdir, "test", beam_sizes=(1, 2), repeats=1)
+  greedy, beam = out["results"]
+  # The run decoded its test split greedily too: the same split, the same scores.
+  assert out["examples"] == logged["decoded_examples"]
+  assert greedy["exact_match"] == logged["exact_match"]
+  assert greedy["bleu"] == pytest.approx(logged["bleu"])
+  assert beam["beam_size"] == 2 and 0.0 <= beam["exact_match"] <= 1.0
+  assert greedy["sentences_per_s"] > 0 and greedy["compile_s"] > 0
+
+
 def test_translate_cuts_inputs_longer_than_transformer_positions():
   import jax
   import numpy as np
