@@ -122,6 +122,7 @@ SCHEMA: dict[str, Callable] = {
     "model.name": one_of(*MODELS),
     "model.embed_dim": integer(1),
     "model.dropout": number(0.0, 1.0, hi_open=True),
+    "model.scan_unroll": integer(1),
     "model.bridge": one_of(*BRIDGES),
     "model.encoder.cell": one_of(*CELLS),
     "model.encoder.hidden": integer(1),

@@ -32,6 +32,7 @@ def _rnn_seq2seq(cfg, src_vocab_size: int, tgt_vocab_size: int) -> nn.Module:
       input_feeding=cfg.decoder.input_feeding,
       bridge=cfg.bridge,
       dropout=cfg.dropout,
+      scan_unroll=cfg.get("scan_unroll", 1),
   )
 
 

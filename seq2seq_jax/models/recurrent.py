@@ -65,16 +65,22 @@ def cell_step(kind: str, params: dict, carry: Carry, xp: Array) -> Carry:
     params: the dict returned by `Cell()`; only `w_h` (and `b_h` for a GRU)
       are used here, `w_i`/`b_i` having been applied to make `xp`.
     carry: previous carry, see `zero_carry`.
-    xp: [batch, gates * hidden] input projection for this step.
+    xp: [batch, gates * hidden] input projection for this step, or the
+      same split per gate: a tuple of `gates` arrays [batch, hidden]
+      (`split_gates`). Inside a scan, pass the tuple: slicing gates out of a
+      step's slice of a [time, batch, gates * hidden] array compiles, on XLA's
+      CPU backend, to an elementwise loop several times slower than the same
+      arithmetic on separate arrays.
   Returns:
     The new carry.
   """
+  xg = split_gates(xp, num_gates(kind))
   if kind == "rnn":
-    return jnp.tanh(xp + carry @ params["w_h"])
+    return jnp.tanh(xg[0] + carry @ params["w_h"])
   if kind == "gru":
     h = carry
     hp = h @ params["w_h"] + params["b_h"]
-    xr, xz, xn = jnp.split(xp, 3, axis=-1)
+    xr, xz, xn = xg
     hr, hz, hn = jnp.split(hp, 3, axis=-1)
     r = jax.nn.sigmoid(xr + hr)
     z = jax.nn.sigmoid(xz + hz)
@@ -82,10 +88,25 @@ def cell_step(kind: str, params: dict, carry: Carry, xp: Array) -> Carry:
     return (1.0 - z) * n + z * h
   if kind == "lstm":
     c, h = carry
-    i, f, g, o = jnp.split(xp + h @ params["w_h"], 4, axis=-1)
-    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-    return (c, jax.nn.sigmoid(o) * jnp.tanh(c))
+    hi, hf, hg, ho = jnp.split(h @ params["w_h"], 4, axis=-1)
+    xi, xf, xg_, xo = xg
+    c = jax.nn.sigmoid(xf + hf) * c + jax.nn.sigmoid(xi + hi) * jnp.tanh(xg_ + hg)
+    return (c, jax.nn.sigmoid(xo + ho) * jnp.tanh(c))
   check_cell(kind)
+
+
+def split_gates(xp, gates: int) -> tuple:
+  """[..., gates * hidden] -> a tuple of `gates` arrays [..., hidden]
+  (a tuple passes through)."""
+  if isinstance(xp, (tuple, list)):
+    return tuple(xp)
+  return tuple(jnp.split(xp, gates, axis=-1))
+
+
+def time_major_gates(xp: Array, gates: int) -> tuple:
+  """[batch, time, gates * hidden] -> per gate [time, batch, hidden]: the
+  layout a scan over time reads one contiguous slice of per gate and step."""
+  return tuple(jnp.swapaxes(g, 0, 1) for g in split_gates(xp, gates))
 
 
 def select_carry(valid: Array, new: Carry, old: Carry) -> Carry:
@@ -104,7 +125,7 @@ def _reverse_within_length(x: Array, lengths: Array) -> Array:
 
 
 def run_layer(kind: str, params: dict, xp: Array, lengths: Array,
-              carry: Optional[Carry] = None, reverse: bool = False):
+              carry: Optional[Carry] = None, reverse: bool = False, unroll: int = 1):
   """Runs one cell over time with `lax.scan`, masked by `lengths`.
 
   Args:
@@ -115,6 +136,8 @@ def run_layer(kind: str, params: dict, xp: Array, lengths: Array,
     reverse: run each sequence from its last real step back to its first
       (the backward half of a bidirectional layer); outputs stay aligned with
       the input positions.
+    unroll: steps per loop iteration of the scan (`lax.scan`'s `unroll`):
+      the same result, a speed trade-off measured by `seq2seq_jax.benchmark`.
   Returns:
     outputs: [batch, time, hidden], zero on padding.
     final: the carry after each row's last real step.
@@ -133,7 +156,8 @@ def run_layer(kind: str, params: dict, xp: Array, lengths: Array,
     out = jnp.where(valid[:, None], carry_hidden(kind, carry), 0.0)
     return carry, out
 
-  final, outputs = jax.lax.scan(body, carry, (jnp.swapaxes(xp, 0, 1), jnp.arange(steps)))
+  xs = (time_major_gates(xp, num_gates(kind)), jnp.arange(steps))
+  final, outputs = jax.lax.scan(body, carry, xs, unroll=unroll)
   outputs = jnp.swapaxes(outputs, 0, 1)
   if reverse:
     outputs = _reverse_within_length(outputs, lengths)
@@ -193,6 +217,7 @@ class RecurrentEncoder(nn.Module):
       (both directions concatenated).
     bidirectional: run a backward layer beside each forward one.
     dropout: rate on the outputs of every layer but the last.
+    unroll: the scans' `unroll` (see `run_layer`).
   """
   kind: str
   in_features: int
@@ -200,6 +225,7 @@ class RecurrentEncoder(nn.Module):
   num_layers: int = 1
   bidirectional: bool = False
   dropout: float = 0.0
+  unroll: int = 1
 
   @property
   def out_features(self) -> int:
@@ -224,7 +250,8 @@ class RecurrentEncoder(nn.Module):
       for reverse in directions:
         name = f"layer{layer}_{'bwd' if reverse else 'fwd'}"
         params = Cell(self.kind, in_features, self.features, name=name)()
-        out, final = run_layer(self.kind, params, project(params, x), lengths, reverse=reverse)
+        out, final = run_layer(self.kind, params, project(params, x), lengths, reverse=reverse,
+                                unroll=self.unroll)
         outs.append(out)
         carries.append(final)
       x = jnp.concatenate(outs, axis=-1) if len(outs) > 1 else outs[0]

@@ -80,6 +80,8 @@ class RNNSeq2Seq(nn.Module):
       tanh(W s + b) to every decoder layer's initial state (any sizes,
       directions or cells); "zero" starts the decoder from zeros.
     dropout: on embeddings, between stacked layers and before the output layer.
+    scan_unroll: time steps per loop iteration of the encoder and decoder
+      scans (`lax.scan`'s `unroll`); the same function, only speed changes.
   """
   src_vocab_size: int
   tgt_vocab_size: int
@@ -99,6 +101,7 @@ class RNNSeq2Seq(nn.Module):
   input_feeding: bool = True
   bridge: str = "dense"
   dropout: float = 0.0
+  scan_unroll: int = 1
 
   def setup(self):
     if self.decoder not in DECODERS:
@@ -109,7 +112,7 @@ class RNNSeq2Seq(nn.Module):
     self.tgt_embed = nn.Embed(self.tgt_vocab_size, self.embed_dim)
     self.encoder = recurrent.RecurrentEncoder(
         self.encoder_cell, self.embed_dim, self.encoder_hidden, self.encoder_layers,
-        self.bidirectional, self.dropout)
+        self.bidirectional, self.dropout, self.scan_unroll)
     memory_dim = self.encoder_hidden * (2 if self.bidirectional else 1)
     self.cells = [
         recurrent.Cell(self.decoder_cell,
@@ -208,7 +211,10 @@ class RNNSeq2Seq(nn.Module):
     e = self.drop(self.tgt_embed(tgt_in), deterministic=not train)
     ep = self._embed_proj(params, e)
     key = self.make_rng("dropout") if train and self.dropout > 0 and self.decoder_layers > 1 else None
-    xs = (jnp.swapaxes(e, 0, 1), jnp.swapaxes(ep, 0, 1), jnp.arange(tgt_in.shape[1]))
+    # Per gate and time-major, so each step reads contiguous slices (see
+    # recurrent.cell_step).
+    ep = recurrent.time_major_gates(ep, recurrent.num_gates(self.decoder_cell))
+    xs = (jnp.swapaxes(e, 0, 1), ep, jnp.arange(tgt_in.shape[1]))
     aux = {}
 
     if gold_prob is None:
@@ -218,7 +224,7 @@ class RNNSeq2Seq(nn.Module):
         state, features, weights = self._step(params, state, e_t, ep_t, step_key, train)
         return state, (features, weights)
 
-      _, (features, weights) = jax.lax.scan(body, state, xs)
+      _, (features, weights) = jax.lax.scan(body, state, xs, unroll=self.scan_unroll)
     else:
       features, weights, aux["gold_fraction"] = self._scheduled_scan(
           params, state, xs, key, train, gold_prob, sample_predictions)
@@ -251,14 +257,15 @@ class RNNSeq2Seq(nn.Module):
         mask = jax.random.bernoulli(jax.random.fold_in(embed_key, t), keep, e_pred.shape)
         e_pred = jnp.where(mask, e_pred / keep, 0.0)
       e_t = jnp.where(use_gold[:, None], e_gold, e_pred)
-      ep_t = jnp.where(use_gold[:, None], ep_gold, self._embed_proj(params, e_pred))
+      ep_pred = recurrent.split_gates(self._embed_proj(params, e_pred), len(ep_gold))
+      ep_t = tuple(jnp.where(use_gold[:, None], g, p) for g, p in zip(ep_gold, ep_pred))
       step_key = None if key is None else jax.random.fold_in(key, t)
       state, features, weights = self._step(params, state, e_t, ep_t, step_key, train)
       logits = jax.lax.stop_gradient(features @ out_w + out_b)  # predictions only
       return (state, logits), (features, weights, use_gold)
 
     init = (state, jnp.zeros((batch, self.tgt_vocab_size), table.dtype))
-    _, (features, weights, used) = jax.lax.scan(body, init, xs)
+    _, (features, weights, used) = jax.lax.scan(body, init, xs, unroll=self.scan_unroll)
     return features, weights, jnp.mean(used.astype(jnp.float32))
 
   # -- the shared step --------------------------------------------------------
@@ -289,19 +296,22 @@ class RNNSeq2Seq(nn.Module):
             key: Optional[Array], train: bool):
     """One step, pure in its array arguments so it can run inside `lax.scan`."""
     kind, cells = self.decoder_cell, params["cells"]
+    gates = recurrent.num_gates(kind)
+    ep_t = recurrent.split_gates(ep_t, gates)
+    add = lambda a, b: tuple(x + y for x, y in zip(a, recurrent.split_gates(b, gates)))
     carry = state["carry"]
     weights = None
     extra = self.embed_dim  # rows of layer 0's w_i past the embedding's
     if self.decoder == "bahdanau":
       context, weights = self._attend(params, state, recurrent.carry_hidden(kind, carry[-1]))
-      xp = ep_t + context @ cells[0]["w_i"][extra:]
+      xp = add(ep_t, context @ cells[0]["w_i"][extra:])
     elif self.decoder == "luong":
       xp = ep_t
       if self.input_feeding:
-        xp = xp + state["attentional"] @ cells[0]["w_i"][extra:]
+        xp = add(xp, state["attentional"] @ cells[0]["w_i"][extra:])
     else:
       context = state["context"]
-      xp = ep_t + state["context_proj"]
+      xp = add(ep_t, state["context_proj"])
     new_carry = []
     for l, layer in enumerate(cells):
       if l > 0:
