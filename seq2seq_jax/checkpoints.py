@@ -62,9 +62,13 @@ class Checkpoints:
         f.write(b"\0" * 4096)
         f.flush()
         os.fsync(f.fileno())
-      os.remove(probe)
     except OSError as e:
       raise self._write_error(step, e) from None
+    finally:
+      try:  # a full disk can still unlink; an unwritable directory had no probe
+        os.remove(probe)
+      except OSError:
+        pass
     self._writing = step
     try:
       self._manager.save(step, args=ocp.args.Composite(

@@ -7,6 +7,7 @@ import os
 from typing import Optional
 
 import numpy as np
+from absl import logging
 
 
 class MetricWriter:
@@ -40,9 +41,17 @@ class MetricWriter:
       self._tb.add_text(tag, text, int(step))
 
   def close(self) -> None:
-    self._file.close()
-    if self._tb is not None:
-      self._tb.close()
+    """Closes the files. A failure here (a full disk) is a warning, not an
+    error: metrics.jsonl was flushed at every write, and an exception that
+    is already on its way (say, the checkpoint error for that full disk)
+    must not be replaced by this one."""
+    for close in (self._file.close, self._tb.close if self._tb is not None else None):
+      if close is None:
+        continue
+      try:
+        close()
+      except OSError as e:
+        logging.warning("closing the metric files of %s failed: %s", self.path, e)
 
 
 class NullWriter:

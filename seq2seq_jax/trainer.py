@@ -247,6 +247,32 @@ def _plot_attention(run: Run, decoded: list[dict], path: str, count: int) -> boo
   return True
 
 
+def data_report(run: Run) -> dict:
+  """What reading the data cost: per split, the examples kept, dropped or
+  truncated for length (data.too_long), and the tokens the vocabularies map
+  to <unk> (characters or words not seen in training)."""
+  report = {}
+  splits = {"train": run.train_batches, **run.eval_batches}
+  for name, batches in splits.items():
+    report[name] = {"examples": int(batches.num_examples), "dropped": int(batches.num_dropped),
+                    "truncated": int(batches.num_truncated), **batches.unknown_counts}
+  return report
+
+
+def format_data_report(report: dict) -> str:
+  """One line: <unk> tokens per split and side, then any length drops."""
+  parts, cut = [], []
+  for name, r in report.items():
+    parts.append(f"{name} {r['src_unknown']:,}/{r['src_tokens']:,} source, "
+                 f"{r['tgt_unknown']:,}/{r['tgt_tokens']:,} target")
+    if r["dropped"] or r["truncated"]:
+      cut.append(f"{name} {r['dropped']:,} dropped, {r['truncated']:,} truncated")
+  line = "tokens mapped to <unk>: " + "; ".join(parts)
+  if cut:
+    line += " | too long (data.too_long): " + "; ".join(cut)
+  return line
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        stop_after: Optional[int] = None) -> Optional[dict]:
   """Trains `config` in `workdir` (resuming if it has checkpoints), evaluates
@@ -276,6 +302,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     writer.close()
 
 
+def _signal_agreed(signals: faults.StopSignals, done: int, every: int) -> Optional[str]:
+  """The stop signal to act on after step `done`, or None.
+
+  One process: the signal it received, at once. Several processes must stop
+  at the same step (checkpoint writes and steps are collective; a process
+  that left alone would leave the others waiting forever), so every `every`
+  steps (the log points, where the host syncs anyway) they exchange what
+  each received, and all stop if any did: a preemption notice reaching one
+  host stops the whole run within `every` steps.
+  """
+  if jax.process_count() == 1:
+    return signals.requested
+  if done % every:
+    return None
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  received = multihost_utils.process_allgather(np.int32(bool(signals.requested)))
+  if not np.any(received):
+    return None
+  return signals.requested or "a stop signal to process " + ", ".join(
+      str(i) for i in np.flatnonzero(received))
+
+
 def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optional[int],
            signals: faults.StopSignals, engine: parallel.DataParallel):
   config, cfg = run.config, run.config.train
@@ -297,6 +345,10 @@ def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optio
           f"{len(run.train_batches.batch_shapes())} bucket shapes; "
           + (f"resuming from step {start_step}" if start_step else "training from scratch")
           + engine.describe(), flush=True)
+  report = data_report(run)
+  if main:
+    print(format_data_report(report), flush=True)
+    writer.write(start_step, "data", report)
   state = engine.to_device(state)
   meta = {"model_fields": config_schema.model_fields(config)}
   ss = cfg.scheduled_sampling
@@ -315,6 +367,7 @@ def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optio
   pending = []
   last_time, last_step, paused = time.time(), start_step, 0.0
   stream = run.train_batches.iterate(start_step)
+  signalled = None  # the stop signal acted on (see _signal_agreed)
   for step in range(start_step, cfg.num_steps):
     batch = next(stream)
     gold_prob = np.float32(training.gold_probability(ss, step)) if scheduled else None
@@ -326,7 +379,8 @@ def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optio
       pbar.update(1)
     # A stop (stop_after, SIGTERM, Ctrl-C) ends the run after this step: its
     # metrics are logged, a checkpoint written, periodic evaluation skipped.
-    stopping = (stop_after is not None and done >= stop_after) or bool(signals.requested)
+    signalled = _signal_agreed(signals, done, cfg.log_every)
+    stopping = (stop_after is not None and done >= stop_after) or bool(signalled)
     if done % cfg.log_every == 0 or done == cfg.num_steps or stopping:
       fetched = jax.device_get(pending)  # the only host sync between log points
       pending = []
@@ -351,10 +405,12 @@ def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optio
         pbar.set_postfix(loss=f"{values['loss']:.4f}",
                          tok_s=f"{values['target_tokens_per_second']:.0f}")
     pause_start = time.time()
-    if (done % cfg.eval_every == 0 or done == cfg.num_steps) and not signals.requested:
+    if (done % cfg.eval_every == 0 or done == cfg.num_steps) and not signalled:
       if main:
         _periodic_eval(run, evaluator, writer, engine.eval_params(state), done)
-    stopping = stopping or bool(signals.requested)  # also a signal during evaluation
+    if jax.process_count() == 1:  # also a signal during evaluation
+      signalled = signalled or signals.requested
+      stopping = stopping or bool(signalled)
     if done % cfg.checkpoint_every == 0 or done == cfg.num_steps or stopping:
       ckpts.save(engine.to_host(state), meta)
     paused += time.time() - pause_start  # evaluation is not training throughput
@@ -365,8 +421,8 @@ def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optio
   ckpts.wait()
   state = engine.to_host(state)
   step = int(jax.device_get(state.step))
-  if signals.requested or (stop_after is not None and step < cfg.num_steps):
-    why = f"{signals.requested}: " if signals.requested else ""
+  if signalled or (stop_after is not None and step < cfg.num_steps):
+    why = f"{signalled}: " if signalled else ""
     print(f"{why}stopped at step {step} with a checkpoint in {ckpts.directory}; "
           "run the same command again to resume", flush=True)
     return None

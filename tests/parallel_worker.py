@@ -136,6 +136,22 @@ def train(workdir, port, num_processes, process_id):
                     "devices": jax.device_count(), "rows": [rows.start, rows.stop]}), flush=True)
 
 
+def train_until_signalled(workdir, port, num_processes, process_id):
+  """Trains for far more steps than the test waits; the test sends SIGTERM to
+  one process only, and every process must stop at the same step."""
+  from seq2seq_jax import trainer
+  from seq2seq_jax.checkpoints import Checkpoints
+  config = multiprocess_config()
+  config.train.num_steps = 100_000
+  config.train.checkpoint_every = 100_000
+  config.parallel.coordinator_address = f"127.0.0.1:{port}"
+  config.parallel.num_processes = int(num_processes)
+  config.parallel.process_id = int(process_id)
+  assert trainer.train_and_evaluate(config, workdir) is None  # stopped, not finished
+  steps = Checkpoints(os.path.join(workdir, "checkpoints")).all_steps()
+  print(json.dumps({"process": jax.process_index(), "checkpoints": steps}), flush=True)
+
+
 def multiprocess_config():
   """tests/tiny_config.py trimmed to training only: stop_after half the
   steps skips the final evaluation, and eval_every is out of reach."""
@@ -154,5 +170,7 @@ if __name__ == "__main__":
     portability(sys.argv[2])
   elif MODE == "train":
     train(*sys.argv[2:6])
+  elif MODE == "signal":
+    train_until_signalled(*sys.argv[2:6])
   else:
     raise SystemExit(f"unknown mode {MODE!r}")

@@ -7,6 +7,7 @@ compare with. The rest run in-process.
 """
 
 import copy
+import errno
 import os
 import random
 import shutil
@@ -19,7 +20,9 @@ import jax
 import numpy as np
 import pytest
 
-from seq2seq_jax import trainer
+import orbax.checkpoint as ocp
+
+from seq2seq_jax import checkpoints, trainer
 from seq2seq_jax.checkpoints import Checkpoints
 from seq2seq_jax.data import batching
 from seq2seq_jax.errors import CheckpointError, DivergenceError
@@ -311,6 +314,36 @@ def test_unwritable_checkpoint_directory_is_a_clear_error(tmp_path, six_steps):
       os.chmod(ckpt, 0o755)
   assert Checkpoints(ckpt).all_steps() == [2, 4, 6]
   assert int(saved_state(workdir)[2]) == 6
+
+
+@pytest.mark.parametrize("where", ["write probe", "orbax write"])
+def test_disk_full_while_saving_is_a_clear_error_then_resumes_exactly(
+    tmp_path, six_steps, reference, monkeypatch, where):
+  """ENOSPC at the next save: caught by our write probe (before Orbax starts)
+  or raised by Orbax's own save. Either way one clear error, the earlier
+  checkpoints untouched, and once there is space again the same command
+  resumes and ends exactly like an uninterrupted run."""
+  workdir = str(tmp_path / "w")
+  shutil.copytree(six_steps, workdir)
+  ckpt = os.path.join(workdir, "checkpoints")
+
+  def disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  if where == "write probe":
+    monkeypatch.setattr(checkpoints.os, "fsync", disk_full)
+  else:
+    monkeypatch.setattr(ocp.CheckpointManager, "save", disk_full)
+  with pytest.raises(CheckpointError, match=r"cannot write checkpoint 8 to .*No space left on "
+                                            r"device.*the earlier checkpoints \(2, 4, 6\) are "
+                                            r"intact"):
+    trainer.train_and_evaluate(tiny(), workdir)
+  monkeypatch.undo()
+  assert Checkpoints(ckpt).all_steps() == [2, 4, 6]
+  assert not [n for n in os.listdir(ckpt) if n.startswith(".write_probe")]  # no litter
+  trainer.train_and_evaluate(tiny(), workdir)  # space freed: the same command resumes
+  assert Checkpoints(ckpt).all_steps() == [8, 10, 12]
+  assert_same_state(saved_state(workdir), reference[0])
 
 
 def test_resume_allows_changes_that_leave_the_model_alone(tmp_path, six_steps):

@@ -7,9 +7,11 @@ starts, so those tests run tests/parallel_worker.py in fresh processes.
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -115,6 +117,47 @@ def test_two_processes_equal_one_process(tmp_path):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   losses = [[e["loss"] for e in read_metrics(w, "train")] for w in (workdir, single)]
   np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_process_stops_every_process_at_the_same_step(tmp_path):
+  """A preemption notice reaching one host: the processes agree at the next
+  log point, all checkpoint the same step and exit 0 (none is left waiting
+  in a collective for a peer that has gone)."""
+  workdir = str(tmp_path / "multi")
+  port = _free_port()
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+  errs = [open(tmp_path / f"err{i}.txt", "w+") for i in range(2)]
+  procs = [subprocess.Popen([sys.executable, WORKER, "signal", workdir, str(port), "2", str(i)],
+                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=errs[i],
+                            text=True) for i in range(2)]
+  try:
+    first = ""  # up to process 0's "N parameters ..." line: training starts
+    while "parameters" not in first:
+      line = procs[0].stdout.readline()  # (gloo prints its own lines first)
+      assert line, first + _read(errs[0])[-3000:]
+      first += line
+    time.sleep(2.0)
+    procs[1].send_signal(signal.SIGTERM)  # process 1 only
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+  for p, err in zip(procs, errs):
+    assert p.returncode == 0, _read(err)[-3000:]
+  reports = [json.loads(out.strip().splitlines()[-1]) for out in outs]
+  assert reports[0]["checkpoints"] == reports[1]["checkpoints"]
+  (step,) = reports[0]["checkpoints"]
+  assert 0 < step < 100_000 and step % 2 == 0  # stopped at a log point (log_every 2)
+  assert f"a stop signal to process 1: stopped at step {step}" in first + outs[0]
+
+
+def _read(f) -> str:
+  f.flush()
+  f.seek(0)
+  return f.read()
 
 
 # --- in-process (one device) ------------------------------------------------

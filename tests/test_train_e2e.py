@@ -47,7 +47,13 @@ def test_run_writes_the_workdir(trained):
   assert os.path.isfile(os.path.join(workdir, "attention", "step_8.png"))
   assert any(f.startswith("events") for f in os.listdir(os.path.join(workdir, "tensorboard")))
   events = read_metrics(workdir)
-  assert {e["split"] for e in events} == {"train", "valid", "test"}
+  assert {e["split"] for e in events} == {"data", "train", "valid", "test"}
+  (data,) = read_metrics(workdir, "data")  # what reading the data cost, per split
+  for split in ("train", "valid", "test"):
+    r = data[split]
+    assert r["examples"] > 0 and r["dropped"] == r["truncated"] == 0
+    assert 0 <= r["src_unknown"] <= r["src_tokens"] and r["tgt_tokens"] > 0
+  assert data["train"]["examples"] == 400 and "tokens mapped to <unk>: train 0/" in proc.stdout
   assert [e["step"] for e in events if e["split"] == "train"] == [2, 4, 6, 8]
   test = read_metrics(workdir, "test")[-1]
   assert 0.0 <= test["exact_match"] <= 1.0 and test["decoded_examples"] == 40

@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from seq2seq_jax.data.tokenizers import BOS, EOS, PAD
+from seq2seq_jax.data.tokenizers import BOS, EOS, PAD, UNK
 from seq2seq_jax.errors import ConfigError, DataError
 
 TOO_LONG_MODES = ("error", "drop", "truncate")
@@ -138,6 +138,8 @@ class BucketBatcher(_BucketShapes):
     num_examples: examples that are batched (after dropping).
     num_dropped: examples dropped for length (too_long="drop").
     num_truncated: examples cut to the largest bucket (too_long="truncate").
+    unknown_counts: {src,tgt}_unknown, tokens mapped to <unk>, and
+      {src,tgt}_tokens, all tokens, over the examples read.
   """
 
   def __init__(self, src_ids: Sequence[np.ndarray],
@@ -185,6 +187,7 @@ class BucketBatcher(_BucketShapes):
     self._index = keep.astype(np.int32)
     self._src = [np.asarray(src_ids[i], np.int32)[:max_src] for i in keep]
     self._tgt = [np.asarray(tgt_ids[i], np.int32)[:max_tgt - 1] for i in keep]
+    self.unknown_counts = _unknown_counts(zip(self._src, self._tgt))
 
     # Bucket ids in ascending (S, T) order, so evaluation order and the
     # pre-shuffle batch list are deterministic.
@@ -299,6 +302,8 @@ class WindowedBatcher(_BucketShapes):
     num_examples: examples that are batched per epoch (after dropping).
     num_dropped: examples dropped for length (too_long="drop").
     num_truncated: examples cut to the largest bucket (too_long="truncate").
+    unknown_counts: {src,tgt}_unknown, tokens mapped to <unk>, and
+      {src,tgt}_tokens, all tokens, over the examples read.
     steps_per_epoch: batches per epoch; the same for every epoch.
   """
 
@@ -337,9 +342,11 @@ class WindowedBatcher(_BucketShapes):
     total = num_over = num_empty = 0
     first_empty = None
     longest = np.zeros(2, np.int64)  # source, target + 1
+    unknown = _UnknownCounter()
     for index, example in enumerate(self._pairs):
       src, tgt = self._ids(example)
       total += 1
+      unknown.add(src, tgt)
       if not len(src):
         num_empty += 1
         first_empty = index if first_empty is None else first_empty
@@ -359,6 +366,7 @@ class WindowedBatcher(_BucketShapes):
       raise DataError(_too_long_message(
           num_over, total, longest[:1], longest[1:], max_src, max_tgt))
     self._counts = counts
+    self.unknown_counts = unknown.result()
     self.num_dropped = num_over if self.too_long == "drop" else 0
     self.num_truncated = num_over if self.too_long == "truncate" else 0
     self.num_examples = int(counts.sum())
@@ -467,6 +475,29 @@ def _check_nonempty(steps_per_epoch, num_dropped):
     raise DataError(
         "no examples to batch"
         + (f" ({num_dropped} dropped as too long)" if num_dropped else ""))
+
+
+class _UnknownCounter:
+  """Counts tokens the vocabularies map to <unk>, source and target apart."""
+
+  def __init__(self):
+    self.counts = {"src_unknown": 0, "src_tokens": 0, "tgt_unknown": 0, "tgt_tokens": 0}
+
+  def add(self, src: np.ndarray, tgt: np.ndarray):
+    for side, ids in (("src", src), ("tgt", tgt)):
+      self.counts[f"{side}_unknown"] += int(np.count_nonzero(ids == UNK))
+      self.counts[f"{side}_tokens"] += len(ids)
+
+  def result(self) -> dict:
+    return dict(self.counts)
+
+
+def _unknown_counts(pairs: Iterable) -> dict:
+  """{src,tgt}_{unknown,tokens} over (src ids, tgt ids) pairs."""
+  counter = _UnknownCounter()
+  for src, tgt in pairs:
+    counter.add(np.asarray(src), np.asarray(tgt))
+  return counter.result()
 
 
 def _fill_batch(shape: tuple, batch_size: int, rows: Iterable) -> dict:

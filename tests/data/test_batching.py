@@ -8,7 +8,7 @@ import pytest
 
 from seq2seq_jax.data import batching, sources, tasks
 from seq2seq_jax.data.batching import BucketBatcher, WindowedBatcher
-from seq2seq_jax.data.tokenizers import BOS, EOS, PAD, CharTokenizer
+from seq2seq_jax.data.tokenizers import BOS, EOS, PAD, UNK, CharTokenizer
 from seq2seq_jax.errors import ConfigError, DataError
 
 SRC_B = (4, 8, 12)
@@ -482,3 +482,17 @@ def test_windowed_training_run_end_to_end(tmp_path, capsys):
   assert trained.src_tok.kind == "sentencepiece" and len(trained.src_tok.vocab) == 300
   (out,) = trained.translate(["tuesday, march 3 2020"])
   assert out["unknown"] == 0 and isinstance(out["hypothesis"], str)
+
+
+def test_unknown_tokens_are_counted_by_both_batchers():
+  src = [np.array([5, UNK, 6]), np.array([UNK, UNK]), np.array([7])]
+  tgt = [np.array([8]), np.array([9, UNK]), np.array([UNK, 4, 5])]
+  expected = {"src_unknown": 3, "src_tokens": 6, "tgt_unknown": 2, "tgt_tokens": 6}
+  assert BucketBatcher(src, tgt, SRC_B, TGT_B, 2, seed=0).unknown_counts == expected
+  windowed = WindowedBatcher(list(zip(src, tgt)), None, SRC_B, TGT_B, 2, seed=0, window=2)
+  assert windowed.unknown_counts == expected
+  # From text: characters the vocabulary never saw become <unk>, and count.
+  tok = CharTokenizer.build(["abc"])
+  ids = [np.array(tok.encode(t)) for t in ("abz", "zz")]
+  counted = BucketBatcher(ids, ids, SRC_B, TGT_B, 2, seed=0).unknown_counts
+  assert counted["src_unknown"] == counted["tgt_unknown"] == 3
