@@ -15,7 +15,7 @@ from configs import default
 
 
 def get_config():
-  config = default.get_config()
+  config = default.reference_config()
   data = config.data
   data.source = "cmudict"
   data.cmudict_stress = False

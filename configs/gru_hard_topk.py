@@ -10,7 +10,7 @@ from configs import default
 
 
 def get_config():
-  config = default.get_config()
+  config = default.reference_config()
   config.model.attention.normalize = "topk"  # Exact zeros outside the top k.
   config.model.attention.topk = 2  # Date fields span 1 to 4 characters; k=1 is argmax attention.
   return config

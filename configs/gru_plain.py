@@ -9,7 +9,7 @@ from configs import default
 
 
 def get_config():
-  config = default.get_config()
+  config = default.reference_config()
   config.model.decoder.type = "plain"  # One fixed context vector instead of attention.
   config.model.encoder.bidirectional = True  # Both ends of the source reach the final state.
   return config

@@ -10,6 +10,6 @@ from configs import default
 
 
 def get_config():
-  config = default.get_config()
+  config = default.reference_config()
   config.model.attention.normalize = "sparsemax"  # Euclidean projection onto the simplex.
   return config

@@ -8,7 +8,7 @@ from configs import default
 
 
 def get_config():
-  config = default.get_config()
+  config = default.reference_config()
   config.model.encoder.cell = "lstm"  # (c, h) carries; forget-gate bias starts at 1.
   config.model.decoder.cell = "lstm"
   config.model.encoder.bidirectional = True  # As in Bahdanau et al. 2015.

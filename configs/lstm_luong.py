@@ -10,7 +10,7 @@ from configs import default
 
 
 def get_config():
-  config = default.get_config()
+  config = default.reference_config()
   config.model.encoder.cell = "lstm"
   config.model.decoder.cell = "lstm"
   config.model.decoder.num_layers = 2  # Stacked like the encoder, as in the paper.

@@ -9,7 +9,7 @@ from configs import default
 
 
 def get_config():
-  config = default.get_config()
+  config = default.reference_config()
   config.model.encoder.cell = "rnn"  # h' = tanh(x W + h U + b): no gates.
   config.model.decoder.cell = "rnn"
   config.train.learning_rate = 1e-3  # Ungated recurrences are less stable at 3e-3.

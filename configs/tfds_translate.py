@@ -26,7 +26,7 @@ from configs import default
 
 
 def get_config():
-  config = default.get_config()
+  config = default.reference_config()
   data = config.data
   data.source = "tfds:ted_hrlr_translate/pt_to_en"
   data.tfds_keys = ""  # The dataset's supervised keys: pt -> en.

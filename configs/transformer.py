@@ -9,7 +9,7 @@ from configs import default
 
 
 def get_config():
-  config = default.get_config()
+  config = default.reference_config()
   config.model.name = "transformer"
   config.model.dropout = 0.1  # On embeddings and every sublayer output.
   config.train.learning_rate = 1e-3  # Peak, reached after warmup.

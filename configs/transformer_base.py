@@ -12,7 +12,7 @@ from configs import default
 
 
 def get_config():
-  config = default.get_config()
+  config = default.reference_config()
   config.data.source = "builtin:addition"  # A real translation corpus once sources support one.
   config.data.src_boundaries = "8,12,16"
   config.data.tgt_boundaries = "8"

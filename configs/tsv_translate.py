@@ -23,7 +23,7 @@ from configs import default
 
 
 def get_config():
-  config = default.get_config()
+  config = default.reference_config()
   data = config.data
   data.source = "tsv:fra.txt"  # give your file with --config.data.source=tsv:<path>
   data.valid_fraction = 0.05

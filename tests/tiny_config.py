@@ -7,7 +7,7 @@ from configs import default
 
 
 def get_config():
-  config = default.get_config()
+  config = default.reference_config()
   config.data.num_train = 400
   config.data.num_valid = 40
   config.data.num_test = 40
