@@ -94,7 +94,7 @@ import ml_collections
 import numpy as np
 
 from seq2seq_jax import decoding, training
-from seq2seq_jax.data.tokenizers import BOS, EOS, PAD
+from seq2seq_jax.data import batching
 from seq2seq_jax.errors import ConfigError, UserError
 from seq2seq_jax.models import recurrent
 from seq2seq_jax.models.rnn_seq2seq import RNNSeq2Seq
@@ -284,21 +284,10 @@ def synthetic_batch(batch_size: int, src_len: int, tgt_len: int, src_vocab: int,
   src_lens = rng.integers(math.ceil(s / 2), s + 1, size=b)
   tgt_lens = rng.integers(math.ceil(t / 2), t + 1, size=b)
   src = rng.integers(FIRST_TOKEN, src_vocab, size=(b, s))
-  src = np.where(np.arange(s) < src_lens[:, None], src, PAD)
   target = rng.integers(FIRST_TOKEN, tgt_vocab, size=(b, t))
-  pos = np.arange(t)[None, :]
-  n = (tgt_lens - 1)[:, None]  # target tokens before <eos>
-  tgt_out = np.where(pos < n, target, np.where(pos == n, EOS, PAD))
-  tgt_in = np.where(pos == 0, BOS, np.where(pos <= n, np.roll(target, 1, axis=1), PAD))
-  return {
-      "src": src.astype(np.int32),
-      "src_len": src_lens.astype(np.int32),
-      "tgt_in": tgt_in.astype(np.int32),
-      "tgt_out": tgt_out.astype(np.int32),
-      "tgt_len": tgt_lens.astype(np.int32),
-      "weights": (pos <= n).astype(np.float32),
-      "index": np.arange(b, dtype=np.int32),
-  }
+  # The batcher's own filling: <bos>/<eos>, padding and weights as in training.
+  rows = ((src[i, :src_lens[i]], target[i, :tgt_lens[i] - 1], i) for i in range(b))
+  return batching.fill_batch((s, t), b, rows)
 
 
 # -- models ---------------------------------------------------------------------

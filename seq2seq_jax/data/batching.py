@@ -243,7 +243,7 @@ class BucketBatcher(_BucketShapes):
     return plan
 
   def _make_batch(self, bucket: int, members: np.ndarray) -> dict:
-    return _fill_batch(self._shape(bucket), self.batch_size,
+    return fill_batch(self._shape(bucket), self.batch_size,
                        ((self._src[k], self._tgt[k], self._index[k])
                         for k in members))
 
@@ -433,7 +433,7 @@ class WindowedBatcher(_BucketShapes):
       yield batches[k]
 
   def _make_batch(self, bucket: int, rows: list) -> dict:
-    return _fill_batch(self._shape(bucket), self.batch_size, rows)
+    return fill_batch(self._shape(bucket), self.batch_size, rows)
 
   def batch_at(self, step: int) -> dict:
     """The batch at global step `step`; re-reads its epoch up to it."""
@@ -500,7 +500,7 @@ def _unknown_counts(pairs: Iterable) -> dict:
   return counter.result()
 
 
-def _fill_batch(shape: tuple, batch_size: int, rows: Iterable) -> dict:
+def fill_batch(shape: tuple, batch_size: int, rows: Iterable) -> dict:
   """A batch of `shape` (S, T) from rows (src, tgt, index), filler after."""
   s, t = shape
   b = batch_size
