@@ -5,8 +5,8 @@ Letters in, ARPAbet phonemes out (stress stripped; set
 --config.data.cmudict_stress=True to predict AH0/AH1/AH2). Test words are a
 fixed 5 % of the dictionary chosen by a hash of the word (see the README).
 
-Run (52 minutes alone on a 2-core CPU with stress marks; this stress-stripped
-default has not been timed alone yet; WER/PER in the README):
+Run (alone on a 2-vCPU machine: 25 minutes on an AMD EPYC, about 52 on an
+Intel Xeon; test WER 26.4 to 26.7 %, PER 6.1 %; details in the README):
   python train.py --config=configs/g2p_bahdanau.py --workdir=runs/g2p_bahdanau
 Evaluate greedy and beam search afterwards:
   python -m seq2seq_jax.evaluate --workdir=runs/g2p_bahdanau --beam_sizes=1,4
