@@ -18,7 +18,7 @@ from seq2seq_jax.parallel import STRATEGIES
 from seq2seq_jax.training import PRECISIONS, SCHEDULED_SAMPLING
 from seq2seq_jax.models import MODELS
 from seq2seq_jax.models.attention import NORMALIZERS, SCORES
-from seq2seq_jax.models.recurrent import CELLS
+from seq2seq_jax.models.recurrent import CELLS, RECURRENCES
 from seq2seq_jax.models.rnn_seq2seq import BRIDGES, DECODERS
 from seq2seq_jax.models.transformer import NORMS, POSITIONALS
 
@@ -123,6 +123,7 @@ SCHEMA: dict[str, Callable] = {
     "model.embed_dim": integer(1),
     "model.dropout": number(0.0, 1.0, hi_open=True),
     "model.scan_unroll": integer(1),
+    "model.recurrence": one_of(*RECURRENCES),
     "model.bridge": one_of(*BRIDGES),
     "model.encoder.cell": one_of(*CELLS),
     "model.encoder.hidden": integer(1),

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from seq2seq_jax.errors import ConfigError
+from seq2seq_jax.models import recurrent_vjp
 
 Array = jax.Array
 Carry = Any  # h: [batch, hidden], or (c, h) for an LSTM
@@ -124,8 +125,23 @@ def _reverse_within_length(x: Array, lengths: Array) -> Array:
   return jnp.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1)
 
 
+# How a layer's recurrence is run and differentiated:
+#   "custom_vjp"  the forward scan below with a hand-written backward pass that
+#                 moves the recurrent weights' gradient out of the loop
+#                 (`recurrent_vjp`): the same function and gradients, faster;
+#   "scan"        the plain `lax.scan`, differentiated by JAX: the reference
+#                 the other is tested against.
+RECURRENCES = ("custom_vjp", "scan")
+
+
+def check_recurrence(name: str, field: str = "model.recurrence") -> None:
+  if name not in RECURRENCES:
+    raise ConfigError(f"{field} must be one of {', '.join(RECURRENCES)}, got {name!r}")
+
+
 def run_layer(kind: str, params: dict, xp: Array, lengths: Array,
-              carry: Optional[Carry] = None, reverse: bool = False, unroll: int = 1):
+              carry: Optional[Carry] = None, reverse: bool = False, unroll: int = 1,
+              recurrence: str = "scan"):
   """Runs one cell over time with `lax.scan`, masked by `lengths`.
 
   Args:
@@ -138,6 +154,8 @@ def run_layer(kind: str, params: dict, xp: Array, lengths: Array,
       the input positions.
     unroll: steps per loop iteration of the scan (`lax.scan`'s `unroll`):
       the same result, a speed trade-off measured by `seq2seq_jax.benchmark`.
+      ("scan" only.)
+    recurrence: one of RECURRENCES.
   Returns:
     outputs: [batch, time, hidden], zero on padding.
     final: the carry after each row's last real step.
@@ -148,6 +166,18 @@ def run_layer(kind: str, params: dict, xp: Array, lengths: Array,
     carry = zero_carry(kind, batch, hidden, xp.dtype)
   if reverse:
     xp = _reverse_within_length(xp, lengths)
+  check_recurrence(recurrence)
+  if recurrence == "custom_vjp":
+    valid = jnp.arange(steps)[:, None] < lengths[None, :]  # [time, batch]
+    b_h = params.get("b_h", jnp.zeros((params["w_h"].shape[1],), params["w_h"].dtype))
+    seq = recurrent_vjp.carries(kind, params["w_h"], b_h, time_major_gates(xp, num_gates(kind)),
+                                valid, carry)
+    final = jax.tree.map(lambda s: s[-1], seq)
+    outputs = jnp.where(valid[..., None], carry_hidden(kind, seq), 0.0)
+    outputs = jnp.swapaxes(outputs, 0, 1)
+    if reverse:
+      outputs = _reverse_within_length(outputs, lengths)
+    return outputs, final
 
   def body(carry, inputs):
     xp_t, t = inputs
@@ -218,6 +248,7 @@ class RecurrentEncoder(nn.Module):
     bidirectional: run a backward layer beside each forward one.
     dropout: rate on the outputs of every layer but the last.
     unroll: the scans' `unroll` (see `run_layer`).
+    recurrence: how the layers' recurrence is differentiated (RECURRENCES).
   """
   kind: str
   in_features: int
@@ -226,6 +257,7 @@ class RecurrentEncoder(nn.Module):
   bidirectional: bool = False
   dropout: float = 0.0
   unroll: int = 1
+  recurrence: str = "scan"
 
   @property
   def out_features(self) -> int:
@@ -251,7 +283,7 @@ class RecurrentEncoder(nn.Module):
         name = f"layer{layer}_{'bwd' if reverse else 'fwd'}"
         params = Cell(self.kind, in_features, self.features, name=name)()
         out, final = run_layer(self.kind, params, project(params, x), lengths, reverse=reverse,
-                                unroll=self.unroll)
+                               unroll=self.unroll, recurrence=self.recurrence)
         outs.append(out)
         carries.append(final)
       x = jnp.concatenate(outs, axis=-1) if len(outs) > 1 else outs[0]

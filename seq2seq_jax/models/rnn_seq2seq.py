@@ -82,6 +82,10 @@ class RNNSeq2Seq(nn.Module):
     dropout: on embeddings, between stacked layers and before the output layer.
     scan_unroll: time steps per loop iteration of the encoder and decoder
       scans (`lax.scan`'s `unroll`); the same function, only speed changes.
+    recurrence: how recurrent layers run over a whole sequence
+      (`recurrent.RECURRENCES`): the encoder's layers, and the plain
+      decoder's in teacher forcing (its input does not depend on its output,
+      so it runs layer by layer, like the encoder); the same function.
   """
   src_vocab_size: int
   tgt_vocab_size: int
@@ -102,6 +106,7 @@ class RNNSeq2Seq(nn.Module):
   bridge: str = "dense"
   dropout: float = 0.0
   scan_unroll: int = 1
+  recurrence: str = "custom_vjp"
 
   def setup(self):
     if self.decoder not in DECODERS:
@@ -112,7 +117,7 @@ class RNNSeq2Seq(nn.Module):
     self.tgt_embed = nn.Embed(self.tgt_vocab_size, self.embed_dim)
     self.encoder = recurrent.RecurrentEncoder(
         self.encoder_cell, self.embed_dim, self.encoder_hidden, self.encoder_layers,
-        self.bidirectional, self.dropout, self.scan_unroll)
+        self.bidirectional, self.dropout, self.scan_unroll, self.recurrence)
     memory_dim = self.encoder_hidden * (2 if self.bidirectional else 1)
     self.cells = [
         recurrent.Cell(self.decoder_cell,
@@ -211,6 +216,10 @@ class RNNSeq2Seq(nn.Module):
     e = self.drop(self.tgt_embed(tgt_in), deterministic=not train)
     ep = self._embed_proj(params, e)
     key = self.make_rng("dropout") if train and self.dropout > 0 and self.decoder_layers > 1 else None
+    if gold_prob is None and self.decoder == "plain":
+      features = self._plain_layers(params, state, e, ep, key)
+      logits = self.output(self.drop(features, deterministic=not train))
+      return logits, {"attention": None}
     # Per gate and time-major, so each step reads contiguous slices (see
     # recurrent.cell_step).
     ep = recurrent.time_major_gates(ep, recurrent.num_gates(self.decoder_cell))
@@ -267,6 +276,30 @@ class RNNSeq2Seq(nn.Module):
     init = (state, jnp.zeros((batch, self.tgt_vocab_size), table.dtype))
     _, (features, weights, used) = jax.lax.scan(body, init, xs, unroll=self.scan_unroll)
     return features, weights, jnp.mean(used.astype(jnp.float32))
+
+  def _plain_layers(self, params: dict, state: dict, e: Array, ep: Array,
+                    key: Optional[Array]) -> Array:
+    """The plain decoder's teacher-forced features [batch, tgt_time, features],
+    layer by layer over the whole target: what scanning `_step` computes,
+    with the same dropout masks (drawn per step and layer from the same
+    keys), but each layer one `recurrent.run_layer`."""
+    kind, cells = self.decoder_cell, params["cells"]
+    batch, steps = e.shape[:2]
+    lengths = jnp.full((batch,), steps, jnp.int32)  # the decoder runs every step
+    xp = ep + state["context_proj"][:, None, :]
+    for l, layer in enumerate(cells):
+      if l > 0:
+        xp = recurrent.project(layer, x)
+      x, _ = recurrent.run_layer(kind, layer, xp, lengths, state["carry"][l],
+                                 unroll=self.scan_unroll, recurrence=self.recurrence)
+      if key is not None and l < len(cells) - 1:
+        keep = 1.0 - self.dropout
+        draw = lambda t: jax.random.bernoulli(  # noqa: E731
+            jax.random.fold_in(jax.random.fold_in(key, t), l), keep, (batch, x.shape[-1]))
+        mask = jnp.swapaxes(jax.vmap(draw)(jnp.arange(steps)), 0, 1)
+        x = jnp.where(mask, x / keep, 0.0)
+    context = jnp.broadcast_to(state["context"][:, None, :], (batch, steps) + state["context"].shape[1:])
+    return jnp.concatenate([x, context, e], axis=-1)
 
   # -- the shared step --------------------------------------------------------
 
