@@ -145,24 +145,32 @@ def smoothed_token_losses(logits: Array, targets: Array, smoothing: float) -> Ar
 
 
 def masked_cross_entropy(logits: Array, targets: Array, weights: Array,
-                         label_smoothing: float = 0.0):
-  """Mean cross-entropy over real target tokens (weights 1) and their count.
+                         label_smoothing: float = 0.0, divisor: Optional[Array] = None):
+  """The loss a train step minimizes, and the metric sums it reports.
 
-  Padding (weight 0) contributes nothing: neither to the sum nor the count.
+  Returns (loss, sums):
+    loss: the (label-smoothed) cross-entropy summed over the real target
+      tokens, divided by `divisor`. A train step passes the token count of
+      the whole global batch, so that the parts of a batch (micro-batches,
+      devices' shards) add up to the whole batch's loss and gradient; by
+      default it is this batch's own count, which makes the loss a mean.
+    sums: `loss_sum` (the plain negative log-likelihood whatever the
+      smoothing, so perplexities compare across settings), `weight_sum` and
+      `correct_sum`: sums, so any number of batches combine by adding.
+  Padding and filler rows (weight 0) contribute nothing: not to the loss, the
+  sums or the gradient.
   """
-  loss_sum = jnp.sum(smoothed_token_losses(logits, targets, label_smoothing) * weights)
+  logits = logits.astype(jnp.float32)
   weight_sum = jnp.sum(weights)
-  return loss_sum / jnp.maximum(weight_sum, 1.0), weight_sum
-
-
-def _sums(logits, batch) -> dict:
-  weights = batch["weights"]
-  correct = (jnp.argmax(logits, -1) == batch["tgt_out"]) * weights
-  return {
-      "loss_sum": jnp.sum(token_losses(logits, batch["tgt_out"]) * weights),
-      "weight_sum": jnp.sum(weights),
-      "correct_sum": jnp.sum(correct),
+  if divisor is None:
+    divisor = jnp.maximum(weight_sum, 1.0)
+  loss = jnp.sum(smoothed_token_losses(logits, targets, label_smoothing) * weights) / divisor
+  sums = {
+      "loss_sum": jnp.sum(token_losses(logits, targets) * weights),
+      "weight_sum": weight_sum,
+      "correct_sum": jnp.sum((jnp.argmax(logits, -1) == targets) * weights),
   }
+  return loss, sums
 
 
 PRECISIONS = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -231,18 +239,16 @@ def train_step(state: TrainState, batch: dict, dropout_rng: Array, label_smoothi
     logits, aux = state.apply_fn(
         {"params": params}, micro["src"], micro["src_len"], micro["tgt_in"], train=True,
         rngs={"dropout": rng, "sampling": jax.random.fold_in(rng, 1)}, **kwargs)
-    logits = logits.astype(jnp.float32)
-    loss = jnp.sum(smoothed_token_losses(logits, micro["tgt_out"], label_smoothing)
-                   * micro["weights"]) / divisor
+    loss, sums = masked_cross_entropy(logits, micro["tgt_out"], micro["weights"],
+                                      label_smoothing, divisor)
     scaled = loss if scale is None else loss * scale
-    return scaled, (loss, logits, aux)
+    return scaled, (loss, sums, aux)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
   def one(micro, rng):
-    (_, (loss, logits, aux)), grads = grad_fn(state.params, micro, rng)
-    metrics = _sums(jax.lax.stop_gradient(logits), micro)
-    metrics["loss"] = loss
+    (_, (loss, sums, aux)), grads = grad_fn(state.params, micro, rng)
+    metrics = dict(sums, loss=loss)
     if gold_prob is not None:
       metrics["gold_fraction"] = aux["gold_fraction"]
     return grads, metrics
@@ -305,7 +311,7 @@ def eval_step(apply_fn, params: Any, batch: dict) -> dict:
   """Teacher-forced metric sums on one batch (no dropout)."""
   logits, _ = apply_fn({"params": params}, batch["src"], batch["src_len"], batch["tgt_in"],
                        train=False)
-  return _sums(logits, batch)
+  return masked_cross_entropy(logits, batch["tgt_out"], batch["weights"])[1]
 
 
 def step_function(label_smoothing: float = 0.0, scheduled_sampling: bool = False,
@@ -329,20 +335,6 @@ def step_function(label_smoothing: float = 0.0, scheduled_sampling: bool = False
 
   step.__name__ = "train_step"
   return step
-
-
-def jit_train_step(label_smoothing: float = 0.0, scheduled_sampling: bool = False,
-                   sample_predictions: bool = False, grad_accum_steps: int = 1,
-                   precision: str = "float32"):
-  """`train_step` compiled once per batch shape, with the old state donated
-  so its buffers are reused for the new one.
-
-  Each call wraps a new function object, so each run gets its own jit cache
-  and `_cache_size()` counts that run's compilations only. (Several devices:
-  `parallel.DataParallel`.)
-  """
-  return jax.jit(step_function(label_smoothing, scheduled_sampling, sample_predictions,
-                               grad_accum_steps, precision), donate_argnums=(0,))
 
 
 def jit_eval_step(apply_fn):

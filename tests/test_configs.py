@@ -10,6 +10,7 @@ import pytest
 
 from seq2seq_jax import config_schema, models, training
 from seq2seq_jax.errors import ConfigError
+from tests.train_steps import compiled_step, init_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
@@ -41,17 +42,32 @@ def test_config_model_trains_a_step(name):
   t = config.model.transformer
   t.num_layers, t.d_model, t.num_heads, t.d_ff = 1, 8, 2, 16
   model = models.build_model(config.model, 9, 7)
-  rng = np.random.default_rng(0)
-  batch = {"src": rng.integers(4, 9, (2, 5)).astype(np.int32), "src_len": np.array([5, 2], np.int32),
-           "tgt_in": rng.integers(4, 7, (2, 4)).astype(np.int32),
-           "tgt_out": rng.integers(4, 7, (2, 4)).astype(np.int32),
-           "weights": np.ones((2, 4), np.float32)}
-  state = training.create_train_state(model, config.train, jax.random.key(0), batch)
-  step = training.jit_train_step()
-  for _ in range(3):
-    state, metrics = step(state, batch, jax.random.key(1))
+  cfg, rng = config.train, np.random.default_rng(0)
+  rows = 2 * cfg.grad_accum_steps  # two per micro-batch
+  batch = {"src": rng.integers(4, 9, (rows, 5)).astype(np.int32),
+           "src_len": np.resize(np.array([5, 2], np.int32), rows),
+           "tgt_in": rng.integers(4, 7, (rows, 4)).astype(np.int32),
+           "tgt_out": rng.integers(4, 7, (rows, 4)).astype(np.int32),
+           "weights": np.ones((rows, 4), np.float32)}
+  # The step with the config's own training settings, as the trainer builds it.
+  ss = cfg.scheduled_sampling
+  scheduled = ss.schedule != "none"
+  state = init_state(model, cfg, jax.random.key(0), batch)
+  step = compiled_step(label_smoothing=cfg.label_smoothing, scheduled_sampling=scheduled,
+                       sample_predictions=ss.predictions == "sample",
+                       grad_accum_steps=cfg.grad_accum_steps, precision=cfg.precision)
+  for i in range(3):
+    gold_prob = np.float32(training.gold_probability(ss, i)) if scheduled else None
+    state, metrics = step(state, batch, jax.random.key(1), gold_prob)
     assert np.isfinite(float(metrics["loss"])) and np.isfinite(float(metrics["grad_norm"]))
   assert int(state.step) == 3
+  # The settings took effect: the objective is smoothed exactly when the
+  # config smooths (the metric sums never are), float16 scales the loss,
+  # scheduled sampling reports the share of gold tokens read.
+  plain = float(metrics["loss_sum"]) / float(metrics["weight_sum"])
+  assert (abs(float(metrics["loss"]) - plain) > 1e-6) == (cfg.label_smoothing > 0)
+  assert ("loss_scale" in metrics) == (cfg.precision == "float16")
+  assert ("gold_fraction" in metrics) == scheduled
 
 
 @pytest.mark.parametrize("field,value,needle", [

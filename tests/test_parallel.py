@@ -7,6 +7,7 @@ starts, so those tests run tests/parallel_worker.py in fresh processes.
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from seq2seq_jax import config_schema, parallel, trainer, training
 from seq2seq_jax.errors import ConfigError
 from seq2seq_jax.metric_writer import read_metrics
 from tests import parallel_worker as worker_module  # noqa: F401  (importable; runs nothing)
+from tests.train_steps import compiled_step, init_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "parallel_worker.py")
@@ -40,16 +42,16 @@ def worker(*args, timeout=400):
 def test_one_step_same_on_1_2_4_devices_jit_pmap_and_accumulation():
   out = worker("equivalence")
   runs = {(r["strategy"], r["devices"], r["accum"]): r for r in out["runs"]}
-  assert set(runs) == {("jit", 1, 1), ("jit", 2, 1), ("jit", 4, 1), ("pmap", 4, 1),
-                       ("jit", 2, 2), ("pmap", 4, 2)}
+  assert set(runs) == {("jit", 2, 1), ("jit", 4, 1), ("pmap", 4, 1), ("jit", 2, 2),
+                       ("pmap", 4, 2)}
+  assert out["step"] == 1 and out["sharding"] == "P()"  # the single-device reference
   for key, r in runs.items():
     # Same global batch: same loss (normalized by the global token count,
     # not a mean of per-device means) and the same parameters afterwards.
-    np.testing.assert_allclose(r["loss"], out["ref_loss"], rtol=1e-5, err_msg=str(key))
-    assert r["weight_sum"] == runs[("jit", 1, 1)]["weight_sum"]
+    np.testing.assert_allclose(r["loss"], out["loss"], rtol=1e-5, err_msg=str(key))
+    assert r["weight_sum"] == out["weight_sum"]
     assert r["param_diff"] < 1e-5, key
     assert r["step"] == 1 and r["sharding"] == "P()"  # parameters replicated
-  assert runs[("jit", 1, 1)]["param_diff"] == 0.0  # the single-device path is unchanged
 
 
 def test_checkpoint_saved_on_n_devices_continues_on_m(tmp_path):
@@ -172,8 +174,8 @@ def test_grad_accumulation_equals_one_large_batch():
   key = jax.random.key(1)
   results = {}
   for k in (1, 4):
-    state = training.create_train_state(model, cfg, jax.random.key(0), batch)
-    step = training.jit_train_step(grad_accum_steps=k)
+    state = init_state(model, cfg, jax.random.key(0), batch)
+    step = compiled_step(grad_accum_steps=k)
     for _ in range(3):
       state, m = step(state, batch, key)
     results[k] = (state, m)
@@ -188,29 +190,79 @@ def test_grad_accumulation_equals_one_large_batch():
 def test_mixed_precision_trains_with_float32_parameters(precision):
   model, cfg, batch = _tiny()
   cfg.precision = precision
-  state = training.create_train_state(model, cfg, jax.random.key(0), batch)
-  step = training.jit_train_step(precision=precision)
+  state = init_state(model, cfg, jax.random.key(0), batch)
+  assert isinstance(state, training.DynamicScaleState) == (precision == "float16")
+  step = compiled_step(precision=precision)
   losses = []
   for _ in range(30):
     state, m = step(state, batch, jax.random.key(1))
     losses.append(float(m["loss"]))
   assert losses[-1] < 0.7 * losses[0], losses
-  for leaf in jax.tree.leaves((state.params, state.opt_state)):
-    if jnp.issubdtype(leaf.dtype, jnp.floating):
-      assert leaf.dtype == jnp.float32
-  if precision == "float16":
-    assert isinstance(state, training.DynamicScaleState)
-    assert float(m["loss_scale"]) >= 1.0
+  floats = [leaf for leaf in jax.tree.leaves((state.params, state.opt_state))
+            if jnp.issubdtype(leaf.dtype, jnp.floating)]
+  assert floats and all(leaf.dtype == jnp.float32 for leaf in floats)
 
 
-def test_bfloat16_really_computes_in_bfloat16():
+def _one_step(precision, loss_scale=None):
+  """(state before, state after, metrics) of one step from the same start."""
   model, cfg, batch = _tiny()
+  cfg.precision = precision
+  state = init_state(model, cfg, jax.random.key(0), batch)
+  if loss_scale is not None:
+    state = state.replace(loss_scale=jnp.float32(loss_scale))
+  before = jax.device_get(state)  # the step donates `state`
+  after, m = compiled_step(precision=precision)(state, batch, jax.random.key(1))
+  return before, jax.device_get(after), m
+
+
+def _flat(tree, path_part=""):
+  return np.concatenate([np.ravel(x) for path, x in jax.tree.leaves_with_path(tree)
+                         if path_part in jax.tree_util.keystr(path)])
+
+
+def test_float16_step_is_the_float32_step_to_float16_rounding():
+  before, f16, m16 = _one_step("float16")
+  _, f32, m32 = _one_step("float32")
+  # The gradients did not overflow at the starting scale: the update was applied.
+  assert float(f16.loss_scale) == float(before.loss_scale) == 2.0 ** 15
+  assert int(m16["nonfinite_steps"]) == 0
+  np.testing.assert_allclose(m16["loss"], m32["loss"], rtol=1e-4)
+  np.testing.assert_allclose(m16["grad_norm"], m32["grad_norm"], rtol=1e-3)
+  # Adam's first moment after one step is 0.1 x the (unclipped: norm < 1)
+  # gradient: unscaled, the float16 gradient is the float32 one.
+  assert float(m32["grad_norm"]) < _tiny()[1].grad_clip_norm
+  g16, g32 = _flat(f16.opt_state, ".mu"), _flat(f32.opt_state, ".mu")
+  assert np.linalg.norm(g16 - g32) < 5e-3 * np.linalg.norm(g32)
+  # So is the update, wherever the gradient is not so small that float16
+  # rounding can flip its sign (Adam's first step is lr x sign(gradient)).
+  u16, u32 = _flat(f16.params) - _flat(before.params), _flat(f32.params) - _flat(before.params)
+  clear = np.abs(g32) > 1e-3 * np.abs(g32).max()
+  assert clear.mean() > 0.5 and np.all(u32[clear] != 0)
+  np.testing.assert_allclose(u16[clear], u32[clear], atol=1e-5)
+
+
+def test_float16_overflow_halves_the_scale_and_changes_no_parameter():
+  """A scale so large that the float16 gradients overflow (the loss itself
+  stays finite): the step applies nothing, halves the scale and moves on."""
+  before, after, m = _one_step("float16", loss_scale=2.0 ** 40)
+  assert not np.isfinite(float(m["grad_norm"])) and np.isfinite(float(m["loss"]))
+  assert float(after.loss_scale) == 2.0 ** 39
+  assert int(after.step) == int(before.step) + 1
+  for a, b in zip(jax.tree.leaves((before.params, before.opt_state)),
+                  jax.tree.leaves((after.params, after.opt_state))):
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("precision,dtype", [("bfloat16", "bf16"), ("float16", "f16")])
+def test_reduced_precision_really_computes_in_it(precision, dtype):
+  model, cfg, batch = _tiny()
+  cfg.precision = precision
   state = training.create_train_state(model, cfg, jax.random.key(0), batch)
-  jaxpr = str(jax.make_jaxpr(training.step_function(precision="bfloat16"))(
+  jaxpr = str(jax.make_jaxpr(training.step_function(precision=precision))(
       state, batch, jax.random.key(1)))
-  assert "bf16[16,6,12]" in jaxpr  # the logits
+  assert re.search(rf"\b{dtype}\[16,6,12\]", jaxpr)  # the logits
   f32 = str(jax.make_jaxpr(training.step_function())(state, batch, jax.random.key(1)))
-  assert "bf16" not in f32
+  assert not re.search(r"\b(bf16|f16)\[", f32)
 
 
 def test_config_errors_are_one_line():

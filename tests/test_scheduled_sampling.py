@@ -12,6 +12,7 @@ from seq2seq_jax import training
 from seq2seq_jax.data.tokenizers import BOS
 from seq2seq_jax.models.rnn_seq2seq import RNNSeq2Seq
 from seq2seq_jax.models.transformer import Transformer
+from tests.train_steps import compiled_step, init_state
 
 
 def models():
@@ -96,9 +97,9 @@ def test_changing_gold_probability_does_not_recompile():
            "tgt_out": np.roll(tgt, -1, 1), "weights": np.ones(tgt.shape, np.float32)}
   from configs import default
   cfg = default.get_config().train
-  state = training.create_train_state(model, cfg, jax.random.key(0), batch)
-  step = training.jit_train_step(0.0, scheduled_sampling=True)
+  state = init_state(model, cfg, jax.random.key(0), batch)
+  step = compiled_step(scheduled_sampling=True)
   for eps in (1.0, 0.7, 0.3):
     state, m = step(state, batch, jax.random.key(1), np.float32(eps))
     assert np.isfinite(float(m["loss"]))
-  assert step._cache_size() == 1
+  assert step.cache_size() == 1

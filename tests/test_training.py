@@ -4,30 +4,85 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
 from configs import default
 from seq2seq_jax import training
 from seq2seq_jax.models.rnn_seq2seq import RNNSeq2Seq
+from tests import parallel_worker as worker_module
+from tests.train_steps import compiled_step, init_state
+
+
+def np_log_softmax(x):
+  x = np.asarray(x, np.float64)
+  x = x - x.max(-1, keepdims=True)
+  return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def np_cross_entropy(logits, targets, smoothing=0.0):
+  """Per-token cross-entropy against (1 - smoothing) * one_hot + smoothing /
+  vocab, in NumPy (float64): the reference the loss is checked against."""
+  lp = np_log_softmax(logits)
+  vocab = lp.shape[-1]
+  soft = np.full(lp.shape, smoothing / vocab)
+  np.put_along_axis(soft, np.asarray(targets)[..., None], 1.0 - smoothing + smoothing / vocab,
+                    axis=-1)
+  return -(soft * lp).sum(-1)
 
 
 def test_masked_cross_entropy_ignores_padding():
   rng = np.random.default_rng(0)
-  logits = jnp.asarray(rng.normal(size=(2, 5, 7)).astype(np.float32))
+  logits = rng.normal(size=(2, 5, 7)).astype(np.float32)
   targets = rng.integers(0, 7, size=(2, 5))
+  targets[:, :2] = logits[:, :2].argmax(-1)  # some tokens predicted right
   weights = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], np.float32)
-  loss, count = training.masked_cross_entropy(logits, jnp.asarray(targets), jnp.asarray(weights))
-  # NumPy reference over the real tokens only.
-  lp = np.asarray(jax.nn.log_softmax(logits))
-  want = -np.mean([lp[b, t, targets[b, t]] for b in range(2) for t in range(5) if weights[b, t]])
-  np.testing.assert_allclose(loss, want, rtol=1e-6)
-  assert float(count) == 8
-  # Changing padded targets and padded logits changes nothing.
-  targets2 = targets.copy()
+  real = weights > 0
+  loss, sums = training.masked_cross_entropy(jnp.asarray(logits), jnp.asarray(targets),
+                                             jnp.asarray(weights))
+  nll = np_cross_entropy(logits, targets)
+  np.testing.assert_allclose(loss, nll[real].mean(), rtol=1e-6)
+  np.testing.assert_allclose(sums["loss_sum"], nll[real].sum(), rtol=1e-6)
+  assert float(sums["weight_sum"]) == 8
+  correct = np.sum((logits.argmax(-1) == targets) & real)
+  assert float(sums["correct_sum"]) == correct >= 4
+  # Other targets and logits at the padded positions change nothing.
+  targets2, logits2 = targets.copy(), logits.copy()
   targets2[0, 3:] = (targets2[0, 3:] + 1) % 7
-  logits2 = logits.at[0, 3:].set(100.0)
-  loss2, _ = training.masked_cross_entropy(logits2, jnp.asarray(targets2), jnp.asarray(weights))
+  logits2[0, 3:] = rng.normal(size=(2, 7)) * 100.0
+  loss2, sums2 = training.masked_cross_entropy(jnp.asarray(logits2), jnp.asarray(targets2),
+                                               jnp.asarray(weights))
   assert float(loss2) == float(loss)
+  assert {k: float(v) for k, v in sums2.items()} == {k: float(v) for k, v in sums.items()}
+
+
+def test_label_smoothing_against_numpy():
+  rng = np.random.default_rng(3)
+  logits = rng.normal(size=(2, 3, 5)).astype(np.float32)
+  targets = rng.integers(0, 5, size=(2, 3))
+  weights = np.array([[1, 1, 0], [1, 1, 1]], np.float32)
+  real = weights > 0
+  args = jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(weights)
+  loss, sums = training.masked_cross_entropy(*args, label_smoothing=0.2)
+  smoothed = np_cross_entropy(logits, targets, 0.2)
+  np.testing.assert_allclose(loss, smoothed[real].sum() / 5, rtol=1e-5)
+  # The metric stays the plain likelihood, so perplexities compare.
+  np.testing.assert_allclose(sums["loss_sum"], np_cross_entropy(logits, targets)[real].sum(),
+                             rtol=1e-5)
+  # A train step divides by the global batch's token count instead.
+  part, _ = training.masked_cross_entropy(*args, label_smoothing=0.2, divisor=jnp.float32(20.0))
+  np.testing.assert_allclose(part, smoothed[real].sum() / 20, rtol=1e-5)
+
+
+def test_padding_and_filler_rows_get_zero_gradient():
+  rng = np.random.default_rng(4)
+  logits = jnp.asarray(rng.normal(size=(3, 4, 6)).astype(np.float32))
+  targets = jnp.asarray(rng.integers(0, 6, size=(3, 4)))
+  weights = np.array([[1, 1, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]], np.float32)  # row 2: filler
+  grad = np.asarray(jax.grad(lambda x: training.masked_cross_entropy(
+      x, targets, jnp.asarray(weights), label_smoothing=0.1)[0])(logits))
+  assert np.all(grad[weights == 0] == 0.0)
+  assert np.all(np.abs(grad[weights > 0]).sum(-1) > 1e-3)
 
 
 def _train_cfg(**overrides):
@@ -50,53 +105,62 @@ def test_schedule_warmup_then_decay(decay):
   assert all(b <= a + 1e-12 for a, b in zip(values, values[1:]))
 
 
+def reverse_batch(rows):
+  rng = np.random.default_rng(0)
+  src = rng.integers(4, 12, size=(rows, 5)).astype(np.int32)
+  tgt = src[:, ::-1]
+  return {"src": src, "src_len": np.full(rows, 5, np.int32),
+          "tgt_in": np.concatenate([np.ones((rows, 1), np.int32), tgt], 1),
+          "tgt_out": np.concatenate([tgt, np.full((rows, 1), 2, np.int32)], 1),
+          "weights": np.ones((rows, 6), np.float32)}
+
+
 def test_train_step_learns_and_ignores_filler_rows():
   model = RNNSeq2Seq(12, 12, embed_dim=8, encoder_hidden=16, encoder_layers=1,
                      decoder_hidden=16, attention_dim=8)
-  rng = np.random.default_rng(0)
-  src = rng.integers(4, 12, size=(8, 5)).astype(np.int32)
-  tgt = src[:, ::-1]
-  batch = {"src": src, "src_len": np.full(8, 5, np.int32),
-           "tgt_in": np.concatenate([np.ones((8, 1), np.int32), tgt], 1),
-           "tgt_out": np.concatenate([tgt, np.full((8, 1), 2, np.int32)], 1),
-           "weights": np.ones((8, 6), np.float32)}
+  batch = reverse_batch(8)
   cfg = _train_cfg(learning_rate=1e-2, warmup_steps=0, num_steps=60, decay="constant")
-  state = training.create_train_state(model, cfg, jax.random.key(0), batch)
-  step = training.jit_train_step()
+  state = init_state(model, cfg, jax.random.key(0), batch)
+  step = compiled_step()
   losses = []
   for _ in range(60):
     state, m = step(state, batch, jax.random.key(1))
     losses.append(float(m["loss"]))
   assert losses[-1] < 0.5 * losses[0]
-  assert int(state.step) == 60 and step._cache_size() == 1  # one compile for one shape
-  # Filler rows (weight 0, src_len 0) leave the gradient unchanged.
+  assert int(state.step) == 60 and step.cache_size() == 1  # one compile for one shape
+  # Filler rows (weight 0, src_len 0, as the batcher pads a short batch):
+  # the same step, to float rounding.
   filler = {k: np.concatenate([v, np.zeros_like(v[:4])]) for k, v in batch.items()}
-
-  @jax.jit
-  def grad(params, b):
-    return jax.grad(lambda p: training.masked_cross_entropy(
-        model.apply({"params": p}, b["src"], b["src_len"], b["tgt_in"])[0],
-        b["tgt_out"], b["weights"])[0])(params)
-
-  g1, g2 = grad(state.params, batch), grad(state.params, filler)
-  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  plain, m1 = step(init_state(model, cfg, jax.random.key(0), batch), batch, jax.random.key(1))
+  padded, m2 = step(init_state(model, cfg, jax.random.key(0), batch), filler, jax.random.key(1))
+  for a, b in zip(jax.tree.leaves(plain.params), jax.tree.leaves(padded.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  for name in ("loss", "loss_sum", "weight_sum", "correct_sum", "grad_norm"):
+    np.testing.assert_allclose(m1[name], m2[name], rtol=1e-5, err_msg=name)
 
 
-def test_label_smoothing_against_numpy():
-  rng = np.random.default_rng(3)
-  logits = rng.normal(size=(2, 3, 5)).astype(np.float32)
-  targets = rng.integers(0, 5, size=(2, 3))
-  weights = np.array([[1, 1, 0], [1, 1, 1]], np.float32)
-  loss, _ = training.masked_cross_entropy(jnp.asarray(logits), jnp.asarray(targets),
-                                          jnp.asarray(weights), label_smoothing=0.2)
-  lp = np.asarray(jax.nn.log_softmax(jnp.asarray(logits)))
-  soft = np.full((2, 3, 5), 0.2 / 5)
-  for b in range(2):
-    for t in range(3):
-      soft[b, t, targets[b, t]] += 0.8
-  per_token = -(soft * lp).sum(-1)
-  np.testing.assert_allclose(loss, (per_token * weights).sum() / weights.sum(), rtol=1e-5)
+def test_train_step_minimizes_the_masked_smoothed_cross_entropy():
+  """The step's loss, metric sums and gradient are those of
+  `masked_cross_entropy` with the run's label smoothing, over a batch with
+  padding and a filler row, checked against NumPy."""
+  model, cfg, batch = worker_module.tiny_parts(batch_size=8)
+  state = init_state(model, cfg, jax.random.key(0), batch)
+  params = jax.device_get(state.params)  # the step donates `state`
+  _, m = compiled_step(label_smoothing=0.2)(state, batch, jax.random.key(1))
+
+  def logits_of(p):  # dropout 0: the step's forward pass
+    return model.apply({"params": p}, batch["src"], batch["src_len"], batch["tgt_in"])[0]
+
+  logits, real = np.asarray(logits_of(params)), batch["weights"] > 0
+  assert 0 < real.sum() < real.size and not real[-1].any()
+  np.testing.assert_allclose(m["loss"], np_cross_entropy(logits, batch["tgt_out"], 0.2)[real].sum()
+                             / real.sum(), rtol=1e-5)
+  np.testing.assert_allclose(m["loss_sum"], np_cross_entropy(logits, batch["tgt_out"])[real].sum(),
+                             rtol=1e-5)
+  assert float(m["weight_sum"]) == real.sum()
+  grads = jax.grad(lambda p: training.masked_cross_entropy(
+      logits_of(p), batch["tgt_out"], batch["weights"], label_smoothing=0.2)[0])(params)
+  np.testing.assert_allclose(m["grad_norm"], optax.tree.norm(grads), rtol=1e-4)
 
 
 def test_rsqrt_schedule():

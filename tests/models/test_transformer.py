@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seq2seq_jax import training
 from seq2seq_jax.models.transformer import Transformer, sinusoidal_positions
 from tests.models.contract import decode_step_by_step
+from tests.train_steps import compiled_step, init_state
 
 SRC_V, TGT_V = 13, 11
 
@@ -90,8 +90,8 @@ def test_pre_and_post_ln_train(norm):
   from configs import default
   cfg = default.get_config().train
   cfg.update(learning_rate=3e-3, warmup_steps=5, num_steps=40, decay="rsqrt", label_smoothing=0.1)
-  state = training.create_train_state(model, cfg, jax.random.key(0), b)
-  step = training.jit_train_step(cfg.label_smoothing)
+  state = init_state(model, cfg, jax.random.key(0), b)
+  step = compiled_step(label_smoothing=cfg.label_smoothing)
   losses = []
   for _ in range(40):
     state, m = step(state, b, jax.random.key(1))
