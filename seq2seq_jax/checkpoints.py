@@ -9,14 +9,24 @@ Every process of a multi-process run calls `save` and `restore` (Orbax
 coordinates them). The state is saved as whole (global) arrays and restored
 onto the sharding of the state given to `restore`, so a checkpoint saved on
 N devices resumes on M.
+
+A checkpoint that does not restore is set aside (and its steps redone) only
+on evidence that its files are damaged, and on several processes only when
+every one of them found it so: an I/O error, a full disk, memory or an
+interrupt says nothing about the files, so it stops the run and moves
+nothing.
 """
 
+import errno
 import os
+import re
 import sys
 from typing import Optional
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from seq2seq_jax.errors import CheckpointError
 from seq2seq_jax.training import DynamicScaleState
@@ -91,8 +101,8 @@ class Checkpoints:
       try:
         restored = self._manager.restore(s, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
         return dict(restored["meta"])
-      except Exception:  # noqa: BLE001  (a damaged checkpoint: try the one before)
-        if step is not None:
+      except Exception as e:  # noqa: BLE001  (a damaged checkpoint: try the one before)
+        if step is not None or not is_damage(e):
           raise
     return {}
 
@@ -102,22 +112,35 @@ class Checkpoints:
     `state` is the freshly initialized state; its structure, shapes and
     dtypes are the target, so a checkpoint from another model is refused.
 
-    Without `step`: the newest checkpoint that restores. Newer ones that do
-    not (truncated, missing or garbled files: Orbax and TensorStore check
-    them) are reported and moved to `<workdir>/corrupt_checkpoints/`, so the
-    run redoes their steps and saves them anew. When none restores, that is
-    an error: a workdir with checkpoints never silently starts from scratch.
+    Without `step`: the newest checkpoint that restores. Newer ones whose
+    files every process found damaged (truncated, missing or garbled: Orbax
+    and TensorStore check them; see `is_damage`) are reported and moved to
+    `<workdir>/corrupt_checkpoints/`, so the run redoes their steps and saves
+    them anew. Any other failure (an I/O error, memory, processes that
+    disagree) is raised and moves nothing. When none restores, that is an
+    error: a workdir with checkpoints never silently starts from scratch.
     """
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, _trainable(state))
     steps = [step] if step is not None else sorted(self.all_steps(), reverse=True)
-    failures = []
+    failures = []  # (step, why) of those every process found damaged
     for s in steps:
+      error = None
       try:
         restored = self._manager.restore(s, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target)))
-        break
       except Exception as e:  # noqa: BLE001  (damage shows as many exception types)
-        failures.append((s, _first_line(e)))
+        error = e
+      mine = RESTORED if error is None else DAMAGED if is_damage(error) else OTHER
+      outcomes = _all_processes(mine)
+      verdict = agreed(outcomes)
+      if verdict == RESTORED:
+        break
+      if verdict == DAMAGED:
+        failures.append((s, _first_line(error)))
+        continue
+      if mine == OTHER:
+        raise error
+      raise self._undecided(s, outcomes, error)
     else:
       tried = "; ".join(f"step {s}: {why}" for s, why in failures) or "none found"
       raise CheckpointError(
@@ -128,7 +151,19 @@ class Checkpoints:
       self._set_aside(failures, s)
     return state.replace(**restored["state"])
 
+  def _undecided(self, step: int, outcomes, error) -> CheckpointError:
+    """The error of a process whose restore of `step` ended as all did not."""
+    by = lambda outcome: ", ".join(str(i) for i in np.flatnonzero(outcomes == outcome)) or "none"
+    here = f"; here: {_first_line(error)}" if error is not None else ""
+    return CheckpointError(
+        f"checkpoint {step} in {self.directory}: processes {by(RESTORED)} restored it, "
+        f"{by(DAMAGED)} found it damaged, {by(OTHER)} failed for another reason (see their "
+        f"logs){here}; nothing was moved: run the same command again, and if this persists "
+        "check that every process sees the same files")
+
   def _set_aside(self, failures: list, restored: int) -> None:
+    """Moves `failures` (damaged on every process) aside: process 0 moves,
+    all wait for it, then all see the same steps."""
     aside = os.path.join(os.path.dirname(self.directory), "corrupt_checkpoints")
     for s, why in failures:
       dest = os.path.join(aside, str(s))
@@ -140,6 +175,7 @@ class Checkpoints:
         os.rename(os.path.join(self.directory, str(s)), dest)
       print(f"warning: checkpoint {s} in {self.directory} cannot be read ({why}); moved to "
             f"{dest}; resuming from checkpoint {restored}", file=sys.stderr, flush=True)
+    _barrier("seq2seq_jax: damaged checkpoints set aside")
     self._manager.reload()
 
   def wait(self) -> None:
@@ -154,6 +190,64 @@ class Checkpoints:
       self.wait()
     finally:
       self._manager.close()
+
+
+# One process's outcome of restoring a checkpoint, as the processes exchange it.
+RESTORED, DAMAGED, OTHER = 0, 1, 2
+
+# TensorStore status codes of a failure of the moment, not of the files.
+_PASSING_STATUSES = ("ABORTED", "CANCELLED", "DEADLINE_EXCEEDED", "PERMISSION_DENIED",
+                     "RESOURCE_EXHAUSTED", "UNAUTHENTICATED", "UNAVAILABLE")
+# OS errors that do describe the files: missing, or found corrupt by the file system.
+_DAMAGE_ERRNOS = {errno.ENOENT, errno.ENOTDIR, errno.EBADMSG, getattr(errno, "EUCLEAN", 117)}
+
+
+def is_damage(e: BaseException) -> bool:
+  """Whether a failed restore is evidence that the checkpoint's files are
+  damaged (missing, truncated, garbled), not a failure of the moment that
+  says nothing about them: an OS error such as EIO, a full or unreachable
+  disk, a permission, memory, an interrupt.
+
+  Orbax wraps TensorStore's errors (a ValueError "CODE: ... [OS error: ...]")
+  in its own, so the whole chain of causes is read; one link of the second
+  kind decides.
+  """
+  if not isinstance(e, Exception):  # KeyboardInterrupt, SystemExit
+    return False
+  seen = set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    if isinstance(e, MemoryError):
+      return False
+    if isinstance(e, OSError) and not isinstance(e, (FileNotFoundError, NotADirectoryError)) \
+        and e.errno not in _DAMAGE_ERRNOS:
+      return False
+    status = re.match(r"([A-Z_]+): ", str(e))
+    status = status and status.group(1)
+    if status in _PASSING_STATUSES or ("[OS error" in str(e) and status != "NOT_FOUND"):
+      return False
+    e = e.__cause__ or e.__context__
+  return True
+
+
+def agreed(outcomes) -> int:
+  """What every process does about one checkpoint, given each one's outcome:
+  RESTORED when all restored it, DAMAGED (set it aside, try the one before)
+  only when all found it damaged, else OTHER (stop, moving nothing)."""
+  outcomes = set(np.asarray(outcomes).ravel().tolist())
+  return outcomes.pop() if outcomes in ({RESTORED}, {DAMAGED}) else OTHER
+
+
+def _all_processes(outcome: int) -> np.ndarray:
+  """Every process's `outcome` of the same restore, in process order."""
+  if jax.process_count() == 1:
+    return np.array([outcome])
+  return np.asarray(multihost_utils.process_allgather(np.int32(outcome))).ravel()
+
+
+def _barrier(name: str) -> None:
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
 
 
 def _first_line(e: Exception) -> str:

@@ -27,10 +27,16 @@ DECAYS = ("cosine", "linear", "rsqrt", "constant")
 TOO_LONG = ("error", "drop", "truncate")
 
 # Fields that fix the shapes and meaning of the parameters: a checkpoint made
-# with other values cannot be resumed.
+# with other values cannot be resumed (`resume_conflicts` says which of them
+# a given model actually reads).
 MODEL_FIELDS = ("model", "data.src_tokenizer", "data.tgt_tokenizer", "data.min_freq",
                 "data.max_vocab", "data.shared_vocab", "data.spm_model_type",
                 "data.spm_vocab_size", "data.cmudict_stress")
+# Model fields that change how training runs, not the parameters or the
+# function they compute (regularization, speed): a checkpoint resumes under
+# other values.
+TRAINING_ONLY_FIELDS = ("model.dropout", "model.transformer.attention_dropout",
+                        "model.scan_unroll", "model.recurrence")
 
 
 def _fail(field: str, allowed: str, value: Any):
@@ -272,3 +278,49 @@ def model_fields(config) -> dict:
   for field in MODEL_FIELDS:
     walk(field, get_field(config, field))
   return out
+
+
+def reads(fields: dict, field: str) -> bool:
+  """Whether the model that `fields` (a `model_fields` dict) describes
+  depends on `field` for its parameters or the function they compute."""
+  if field in TRAINING_ONLY_FIELDS:
+    return False
+  if field in ("data.spm_model_type", "data.spm_vocab_size"):
+    return "sentencepiece" in (fields.get("data.src_tokenizer"), fields.get("data.tgt_tokenizer"))
+  if not field.startswith("model.") or field == "model.name":
+    return True
+  name = fields.get("model.name")
+  if name == "transformer":
+    if field == "model.transformer.max_len":  # sinusoidal positions do not depend on it
+      return fields.get("model.transformer.positional") == "learned"
+    return field.startswith("model.transformer.")
+  if name != "rnn_seq2seq":
+    return True
+  decoder = fields.get("model.decoder.type")
+  if field.startswith("model.transformer.") or (
+      decoder == "plain" and field.startswith("model.attention.")):
+    return False
+  if field == "model.decoder.input_feeding":
+    return decoder == "luong"
+  if field == "model.attention.topk":
+    return fields.get("model.attention.normalize") == "topk"
+  if field == "model.attention.dim":  # the tanh layer of these two scores
+    return fields.get("model.attention.score") in ("additive", "concat")
+  return True
+
+
+def resume_conflicts(saved: dict, current: dict) -> list[str]:
+  """The fields (sorted) that keep a checkpoint with `model_fields` `saved`
+  from resuming under `current`: those its model reads, changed. Shapes,
+  cells, score functions and normalizers count; dropout, speed settings and
+  fields the model does not read (a Transformer's on an RNN, attention on a
+  plain decoder) do not.
+
+  Fields newer than the checkpoint are absent from `saved` and not compared:
+  their defaults keep the old behaviour, and a non-default choice among them
+  (say, a sentencepiece tokenizer) also changes a field the checkpoint
+  recorded. Which fields the model reads is decided on the checkpoint's
+  values (the newer fields at today's).
+  """
+  model = {**current, **saved}
+  return sorted(k for k in saved if saved[k] != current.get(k) and reads(model, k))

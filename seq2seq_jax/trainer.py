@@ -101,7 +101,8 @@ class Run:
     # Fields newer than the checkpoint are absent from `saved`; their defaults
     # keep the old behaviour, and a non-default choice among them (say, a
     # sentencepiece tokenizer) also changes a field the checkpoint recorded.
-    changed = sorted(k for k in saved if saved.get(k) != current.get(k))
+    # Only fields the model reads count (dropout, say, may change).
+    changed = config_schema.resume_conflicts(saved, current)
     if changed:
       diff = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
       raise CheckpointError(
@@ -335,6 +336,7 @@ def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optio
   if run.resuming:
     state = ckpts.restore(state)
   start_step = int(jax.device_get(state.step))
+  writer.resume(start_step)  # an interrupted run's events after it are redone: drop them
   num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))
   logging.info("model %s: %d parameters; %d training examples in buckets %s; %s",
                config.model.name, num_params, run.train_batches.num_examples,

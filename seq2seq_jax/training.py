@@ -285,26 +285,23 @@ def skip_nonfinite(state: TrainState, new_state: TrainState, metrics: dict,
                    float16: bool = False):
   """(new_state, metrics), with the update undone if it was not finite.
 
-  A non-finite loss or gradient (a bad batch, a divergence) changes no
-  parameter and no optimizer moment, inside the step: no host sync. Integer
-  leaves (the step, the optimizer's schedule count) still advance, so the data
-  order and learning rate stay functions of the step. `nonfinite_steps`
-  counts it (0 or 1), for the trainer to report, skip or stop on
-  (config.train.nonfinite). float16 gradients overflow routinely and loss
-  scaling already skips those updates, so there only the loss counts.
+  A non-finite loss or gradient (a bad batch, a divergence) changes nothing
+  but the step counter, inside the step: no host sync. Parameters, every
+  optimizer leaf (Adam's count too, so its bias correction and the schedule
+  see only the updates applied) and float16's loss scale stay as they were:
+  the step is as if its batch had not been drawn. The counter still
+  advances so that the data order stays a function of the step.
+  `nonfinite_steps` counts it (0 or 1), for the trainer to report, skip or
+  stop on (config.train.nonfinite). float16 gradients overflow routinely and
+  loss scaling already skips those updates (halving the scale, which is how
+  it recovers), so there only the loss counts.
   """
   finite = jnp.isfinite(metrics["loss"])
   if not float16:
     finite &= jnp.isfinite(metrics["grad_norm"])
-
-  def keep(new, old):
-    return jax.tree.map(
-        lambda a, b: jnp.where(finite, a, b) if jnp.issubdtype(a.dtype, jnp.floating) else a,
-        new, old)
-
   metrics["nonfinite_steps"] = jnp.logical_not(finite).astype(jnp.int32)
-  return new_state.replace(params=keep(new_state.params, state.params),
-                           opt_state=keep(new_state.opt_state, state.opt_state)), metrics
+  kept = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new_state, state)
+  return kept.replace(step=new_state.step), metrics
 
 
 def eval_step(apply_fn, params: Any, batch: dict) -> dict:

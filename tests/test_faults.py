@@ -8,10 +8,12 @@ compare with. The rest run in-process.
 
 import copy
 import errno
+import json
 import os
 import random
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -22,11 +24,11 @@ import pytest
 
 import orbax.checkpoint as ocp
 
-from seq2seq_jax import checkpoints, trainer
+from seq2seq_jax import checkpoints, config_schema, metric_writer, trainer
 from seq2seq_jax.checkpoints import Checkpoints
 from seq2seq_jax.data import batching
 from seq2seq_jax.errors import CheckpointError, DivergenceError
-from seq2seq_jax.metric_writer import read_metrics
+from seq2seq_jax.metric_writer import MetricWriter, read_metrics
 from tests import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,16 +63,20 @@ def train_py(workdir, **more):
                         capture_output=True, text=True, timeout=600)
 
 
-def saved_state(workdir, step=None):
-  """(params, opt_state, step) of a workdir's newest (or given) checkpoint."""
+def fresh_state(workdir):
+  """A freshly initialized state of the tiny model: the target of a restore."""
   from seq2seq_jax import training
   config = tiny()
   run = trainer.Run(copy.deepcopy(config), workdir)
-  state = training.create_train_state(run.model, config.train, jax.random.key(0),
-                                      trainer._model_batch(run.train_batches.batch_at(0)))
-  ckpts = Checkpoints(run.ckpt_dir)
+  return training.create_train_state(run.model, config.train, jax.random.key(0),
+                                     trainer._model_batch(run.train_batches.batch_at(0)))
+
+
+def saved_state(workdir, step=None):
+  """(params, opt_state, step) of a workdir's newest (or given) checkpoint."""
+  ckpts = Checkpoints(os.path.join(workdir, "checkpoints"))
   try:
-    state = ckpts.restore(state, step)
+    state = ckpts.restore(fresh_state(workdir), step)
   finally:
     ckpts.close()
   return jax.device_get((state.params, state.opt_state, state.step))
@@ -107,12 +113,12 @@ def test_nonfinite_step_is_skipped_and_reported(tmp_path, monkeypatch, capsys):
   err = capsys.readouterr().err
   assert "warning: step 3: non-finite loss or gradients (loss nan" in err
   assert "update skipped" in err and "training examples [" in err
-  # Steps 1-2 applied, step 3 skipped: the parameters and optimizer moments
-  # are those after step 2 (the step counter moved on).
+  # Steps 1-2 applied, step 3 skipped: the parameters and the whole optimizer
+  # state (Adam's count too) are those after step 2; only the step counter
+  # moved on.
   a, b = saved_state(clean, 2), saved_state(bad, 3)
   assert int(b[2]) == 3
-  for x, y in zip(jax.tree.leaves(a[0]), jax.tree.leaves(b[0])):
-    np.testing.assert_array_equal(x, y)
+  assert_same_state((*a[:2], 3), b)
   logged = {e["step"]: e for e in read_metrics(bad, "train")}
   assert logged[2]["nonfinite_steps"] == 0 and logged[3]["nonfinite_steps"] == 1
   assert np.isfinite(logged[3]["loss"])  # the skipped step is left out of the averages
@@ -132,13 +138,20 @@ def test_nonfinite_stop_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
 # --- kill -9, SIGTERM: the real command line --------------------------------
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-  """One uninterrupted run: its final state and how long it took."""
+def reference_run(tmp_path_factory):
+  """One uninterrupted run: its workdir and how long it took."""
   workdir = str(tmp_path_factory.mktemp("reference"))
   start = time.time()
   proc = train_py(workdir)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  return saved_state(workdir), time.time() - start
+  return workdir, time.time() - start
+
+
+@pytest.fixture(scope="module")
+def reference(reference_run):
+  """The uninterrupted run's final state and how long it took."""
+  workdir, duration = reference_run
+  return saved_state(workdir), duration
 
 
 def start_train_py(workdir):
@@ -196,8 +209,9 @@ def test_kill_9_at_three_points_then_rerun_ends_like_an_uninterrupted_run(tmp_pa
       proc.kill()
       proc.wait()
     assert proc.returncode == -signal.SIGKILL, f"{what}: the run ended before the kill"
-    if resumed_from is not None:
-      assert f"resuming from step {resumed_from}" in out
+    # The first run starts afresh; each later one resumes where the kill left it.
+    assert (f"resuming from step {resumed_from}" if resumed_from is not None
+            else "training from scratch") in out
     steps = [int(n) for n in checkpoint_names(workdir) if n.isdigit()]
     resumed_from = max(steps)
     print(f"kill -9 at {what}: checkpoints on disk {sorted(steps)}")
@@ -237,6 +251,108 @@ def test_stop_signals_first_asks_second_kills():
     assert signal.getsignal(signal.SIGINT) == signal.SIG_DFL
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
   assert signal.getsignal(signal.SIGINT) == before
+
+
+# --- metrics of a resumed run (in-process) ----------------------------------
+
+class Crash(Exception):
+  """Stands for a kill at the point where it is raised."""
+
+
+def tensorboard_points(workdir) -> list:
+  """(tag, step) of every event TensorBoard shows: the event files in order,
+  a session START at step s discarding the events before it at steps >= s."""
+  from tensorboardX.proto import event_pb2
+  directory = os.path.join(workdir, "tensorboard")
+  points = []
+  for name in sorted(os.listdir(directory)):
+    with open(os.path.join(directory, name), "rb") as f:
+      data = f.read()
+    pos = 0
+    while pos < len(data):  # TFRecords: length (8 bytes), its crc (4), data, crc (4)
+      (length,) = struct.unpack("<Q", data[pos:pos + 8])
+      event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+      pos += 16 + length
+      if event.session_log.status == event_pb2.SessionLog.START:
+        points = [p for p in points if p[1] < event.step]
+      points += [(v.tag, event.step) for v in event.summary.value]
+  return points
+
+
+def test_resume_after_a_log_past_the_last_checkpoint_logs_each_step_once(
+    tmp_path, reference_run, monkeypatch):
+  """Killed after logging step 8 and before checkpointing it: the rerun
+  resumes from 6 and logs 8 again. Each (split, step) is in metrics.jsonl
+  once, as in the uninterrupted run, and TensorBoard shows each point once."""
+  workdir = str(tmp_path / "w")
+  save = Checkpoints.save
+
+  def save_or_die(self, state, meta):
+    if int(jax.device_get(state.step)) == 8:
+      raise Crash()
+    save(self, state, meta)
+
+  monkeypatch.setattr(Checkpoints, "save", save_or_die)
+  with pytest.raises(Crash):
+    trainer.train_and_evaluate(tiny(), workdir)
+  monkeypatch.undo()
+  assert Checkpoints(os.path.join(workdir, "checkpoints")).latest_step() == 6
+  assert {"split": "train", "step": 8} in [
+      {"split": e["split"], "step": e["step"]} for e in read_metrics(workdir)]
+  trainer.train_and_evaluate(tiny(), workdir)
+
+  logged = [(e["split"], e["step"]) for e in read_metrics(workdir)]
+  uninterrupted = [(e["split"], e["step"]) for e in read_metrics(reference_run[0])]
+  assert sorted(logged) == sorted(uninterrupted)
+  assert len(set(logged)) == len(logged)
+  shown = tensorboard_points(workdir)
+  assert sorted(shown) == sorted(tensorboard_points(reference_run[0]))
+  assert ("train/loss", 8) in shown and len(set(shown)) == len(shown)
+
+
+def test_metric_writer_keeps_each_split_and_step_once(tmp_path):
+  workdir = str(tmp_path)
+  writer = MetricWriter(workdir, tensorboard=False)
+  writer.write(0, "data", {"examples": 400})
+  for step in (2, 4, 6):
+    writer.write(step, "train", {"loss": float(step)})
+  writer.write(4, "valid", {"bleu": 1.0})
+  writer.close()
+  with open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8") as f:
+    f.write('{"step": 8, "split": "tr')  # a line torn by a kill
+  writer = MetricWriter(workdir, tensorboard=False)
+  writer.resume(4)  # steps 6 and 8 are redone
+  writer.write(4, "data", {"examples": 400})  # the same report: not repeated
+  writer.write(4, "valid", {"bleu": 2.0})  # again at a logged step: replaces it
+  writer.write(6, "train", {"loss": 0.5})
+  writer.close()
+  assert read_metrics(workdir) == [
+      {"step": 0, "split": "data", "examples": 400},
+      {"step": 2, "split": "train", "loss": 2.0}, {"step": 4, "split": "train", "loss": 4.0},
+      {"step": 4, "split": "valid", "bleu": 2.0}, {"step": 6, "split": "train", "loss": 0.5}]
+
+
+def test_metrics_rewrite_cut_short_loses_nothing(tmp_path, monkeypatch):
+  """A crash while metrics.jsonl is rewritten (before the rename) leaves the
+  old file whole."""
+  workdir = str(tmp_path)
+  writer = MetricWriter(workdir, tensorboard=False)
+  for step in (2, 4, 6):
+    writer.write(step, "train", {"loss": float(step)})
+  writer.close()
+  path = os.path.join(workdir, "metrics.jsonl")
+  with open(path, encoding="utf-8") as f:
+    before = f.read()
+
+  def crash(*args):
+    raise Crash()
+
+  monkeypatch.setattr(metric_writer.os, "replace", crash)
+  writer = MetricWriter(workdir, tensorboard=False)
+  with pytest.raises(Crash):
+    writer.resume(2)
+  with open(path, encoding="utf-8") as f:
+    assert f.read() == before
 
 
 # --- damaged checkpoints (in-process) ---------------------------------------
@@ -288,6 +404,139 @@ def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(tmp_path, six_step
     trainer.train_and_evaluate(tiny(), workdir)
   assert Checkpoints(os.path.join(workdir, "checkpoints")).all_steps() == [2, 4, 6]
 
+
+def listing(directory) -> dict:
+  """Every file under `directory`: {relative path: (size, mtime)}."""
+  out = {}
+  for root, _, files in os.walk(directory):
+    for name in files:
+      path = os.path.join(root, name)
+      out[os.path.relpath(path, directory)] = (os.path.getsize(path), os.stat(path).st_mtime_ns)
+  return out
+
+
+def _eio():
+  return OSError(errno.EIO, os.strerror(errno.EIO))
+
+
+def _tensorstore_eio():
+  """EIO as it reaches us through Orbax: TensorStore's status, wrapped."""
+  try:
+    raise ValueError('FAILED_PRECONDITION: Error reading local file "x/d/0": '
+                     "[OS error: Input/output error]")
+  except ValueError as e:
+    try:
+      raise Exception("Encountered error while reading array index") from e  # noqa: TRY002
+    except Exception as wrapped:  # noqa: BLE001
+      return wrapped
+
+
+@pytest.mark.parametrize("make_error", [_eio, MemoryError, KeyboardInterrupt, _tensorstore_eio])
+def test_transient_restore_error_propagates_and_moves_nothing(tmp_path, six_steps, monkeypatch,
+                                                              make_error):
+  """An I/O error, memory or an interrupt while restoring says nothing about
+  the checkpoint: it is raised as it is, and no checkpoint is moved."""
+  workdir = str(tmp_path / "w")
+  shutil.copytree(six_steps, workdir)
+  ckpt = os.path.join(workdir, "checkpoints")
+  before = listing(ckpt)
+  error = make_error()
+  original = ocp.CheckpointManager.restore
+
+  def restore(self, step, *args, **kwargs):
+    if step == 6 and "state" in kwargs.get("args", {}):  # not read_meta's meta
+      raise error
+    return original(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(ocp.CheckpointManager, "restore", restore)
+  with pytest.raises(type(error)) as raised:
+    trainer.train_and_evaluate(tiny(), workdir)
+  assert raised.value is error
+  assert listing(ckpt) == before
+  assert not os.path.exists(os.path.join(workdir, "corrupt_checkpoints"))
+
+
+def _chained(*links):
+  """links[0] raised from links[1] raised from ...: the last is the root cause."""
+  for outer, inner in zip(links, links[1:]):
+    outer.__cause__ = inner
+  return links[0]
+
+
+@pytest.mark.parametrize("error,damage", [
+    (ValueError('OUT_OF_RANGE: Error reading "d/0": Requested byte range [0, 11991) is not '
+                "valid for value of size 5995"), True),
+    (ValueError("DATA_LOSS: Error decoding manifest: Expected to start with hex bytes"), True),
+    (ValueError('NOT_FOUND: Error reading "d/0" [OS error: No such file or directory]'), True),
+    (_chained(Exception("Encountered error while reading array index"),
+              ValueError("OUT_OF_RANGE: Requested byte range is not valid")), True),
+    (KeyError('Item "state" was not found in the checkpoint'), True),
+    (FileNotFoundError("Checkpoint at /w/checkpoints/7 not found."), True),
+    (json.JSONDecodeError("Expecting value", "", 0), True),
+    (OSError(errno.EIO, "Input/output error"), False),
+    (OSError(errno.ENOSPC, "No space left on device"), False),
+    (TimeoutError("timed out"), False),
+    (MemoryError(), False),
+    (KeyboardInterrupt(), False),
+    (ValueError("UNAVAILABLE: connection reset"), False),
+    (ValueError("RESOURCE_EXHAUSTED: out of memory [OS error: Cannot allocate memory]"), False),
+    (_chained(Exception("Encountered error while reading array index"),
+              ValueError("FAILED_PRECONDITION: [OS error: Input/output error]")), False),
+    (_chained(RuntimeError("restore failed"), OSError(errno.EIO, "Input/output error")), False),
+])
+def test_only_evidence_of_damage_counts_as_damage(error, damage):
+  assert checkpoints.is_damage(error) is damage
+
+
+def test_processes_set_a_checkpoint_aside_only_when_all_agree():
+  R, D, O = checkpoints.RESTORED, checkpoints.DAMAGED, checkpoints.OTHER
+  assert checkpoints.agreed([R]) == R and checkpoints.agreed([R, R]) == R
+  assert checkpoints.agreed([D]) == D and checkpoints.agreed([D, D, D]) == D
+  for outcomes in ([O], [R, D], [D, R], [D, O], [O, R], [R, D, O]):
+    assert checkpoints.agreed(outcomes) == O, outcomes
+
+
+@pytest.mark.parametrize("damaged_here,other,moved", [
+    (True, checkpoints.DAMAGED, True),     # both found it damaged: set aside, by process 0
+    (True, checkpoints.RESTORED, False),   # the other read it: not damage, an error
+    (True, checkpoints.OTHER, False),      # the other failed for another reason
+    (False, checkpoints.DAMAGED, False),   # read here, damaged there
+])
+def test_two_processes_agree_before_a_checkpoint_moves(tmp_path, six_steps, monkeypatch,
+                                                       damaged_here, other, moved):
+  """Process 0 of two, with process 1's outcome faked: checkpoint 6 moves
+  only when both found it damaged, and then before the barrier."""
+  workdir = str(tmp_path / "w")
+  shutil.copytree(six_steps, workdir)
+  ckpt = os.path.join(workdir, "checkpoints")
+  if damaged_here:
+    damage(os.path.join(ckpt, "6"), "garbage manifest")
+  before = listing(ckpt)
+  exchanged, barriers = [], []
+
+  def all_processes(mine):
+    """Process 1 reports `other` about checkpoint 6, then restores 4."""
+    exchanged.append(mine)
+    return np.array([mine, other if len(exchanged) == 1 else checkpoints.RESTORED])
+
+  monkeypatch.setattr(checkpoints, "_all_processes", all_processes)
+  monkeypatch.setattr(checkpoints, "_barrier", lambda name: barriers.append(
+      sorted(os.listdir(ckpt))))
+  state = fresh_state(workdir)
+  ckpts = Checkpoints(ckpt)
+  try:
+    if moved:
+      assert int(ckpts.restore(state).step) == 4
+    else:
+      with pytest.raises(CheckpointError, match=r"checkpoint 6 in .*: processes .*nothing was "
+                                                r"moved"):
+        ckpts.restore(state)
+  finally:
+    ckpts.close()
+  assert os.path.isdir(os.path.join(workdir, "corrupt_checkpoints", "6")) == moved
+  assert (listing(ckpt) == before) != moved
+  # The move, then the barrier (once, with 6 gone); no barrier when nothing moved.
+  assert barriers == ([["2", "4"]] if moved else [])
 
 # --- a checkpoint directory that refuses writes (in-process) ----------------
 
@@ -347,11 +596,78 @@ def test_disk_full_while_saving_is_a_clear_error_then_resumes_exactly(
 
 
 def test_resume_allows_changes_that_leave_the_model_alone(tmp_path, six_steps):
+  """Training settings, dropout, speed-only fields and fields this model
+  (a GRU with Bahdanau attention, additive score, softmax) does not read."""
   workdir = str(tmp_path / "w")
   shutil.copytree(six_steps, workdir)
   changed = tiny(**{"train.num_steps": 8, "train.eval_every": 7, "train.log_every": 1,
                     "train.checkpoint_every": 3, "train.progress_bar": True,
-                    "eval.num_samples": 1})
+                    "eval.num_samples": 1, "model.dropout": 0.0, "model.scan_unroll": 2,
+                    "model.recurrence": "scan", "model.transformer.d_model": 64,
+                    "model.decoder.input_feeding": False, "model.attention.topk": 3})
   assert trainer.train_and_evaluate(changed, workdir) is not None
   assert Checkpoints(os.path.join(workdir, "checkpoints")).latest_step() == 8
   assert [e["step"] for e in read_metrics(workdir, "valid")][-1] == 8
+
+
+@pytest.mark.parametrize("field,saved,value", [
+    ("model.encoder.hidden", 16, 32), ("model.decoder.cell", "gru", "lstm"),
+    ("model.attention.score", "additive", "general"),
+    ("model.attention.normalize", "softmax", "sparsemax")])
+def test_resume_refuses_a_change_to_the_trained_function(tmp_path, six_steps, field, saved,
+                                                         value):
+  workdir = str(tmp_path / "w")
+  shutil.copytree(six_steps, workdir)
+  before = listing(workdir)
+  with pytest.raises(CheckpointError) as raised:
+    trainer.train_and_evaluate(tiny(**{field: value}), workdir)
+  assert str(raised.value) == (
+      f"{workdir} holds checkpoints of a different model ({field}: {saved!r} -> {value!r}); "
+      "use another --workdir or the original config")
+  assert listing(workdir) == before
+
+
+def conflicts(saved: dict, current: dict) -> list:
+  """resume_conflicts between two tiny configs, each with `saved` / `current`
+  overrides."""
+  return config_schema.resume_conflicts(config_schema.model_fields(tiny(**saved)),
+                                        config_schema.model_fields(tiny(**current)))
+
+
+def test_resume_rule_counts_only_what_the_model_reads():
+  plain = {"model.decoder.type": "plain"}
+  assert conflicts(plain, {**plain, "model.attention.score": "general",
+                           "model.attention.dim": 4}) == []
+  luong = {"model.decoder.type": "luong", "model.attention.score": "general"}
+  assert conflicts(luong, {**luong, "model.decoder.input_feeding": False}) == [
+      "model.decoder.input_feeding"]
+  topk = {"model.attention.normalize": "topk"}
+  assert conflicts(topk, {**topk, "model.attention.topk": 2}) == ["model.attention.topk"]
+  assert conflicts({}, {"model.attention.dim": 4}) == ["model.attention.dim"]  # additive
+  general = {"model.attention.score": "general"}
+  assert conflicts(general, {**general, "model.attention.dim": 4}) == []
+  assert conflicts({}, {"model.decoder.type": "luong"}) == ["model.decoder.type"]
+  transformer = {"model.name": "transformer", "model.transformer.max_len": 64}
+  assert conflicts(transformer, {**transformer, "model.encoder.hidden": 8,
+                                 "model.embed_dim": 4, "model.transformer.max_len": 96,
+                                 "model.transformer.attention_dropout": 0.2}) == []
+  assert conflicts(transformer, {**transformer, "model.transformer.d_model": 64}) == [
+      "model.transformer.d_model"]
+  learned = {**transformer, "model.transformer.positional": "learned"}
+  assert conflicts(learned, {**learned, "model.transformer.max_len": 96}) == [
+      "model.transformer.max_len"]
+  assert conflicts({}, {"data.spm_vocab_size": 100}) == []  # char tokenizers
+  spm = {"data.src_tokenizer": "sentencepiece", "data.tgt_tokenizer": "sentencepiece"}
+  assert conflicts(spm, {**spm, "data.spm_vocab_size": 100}) == ["data.spm_vocab_size"]
+  assert conflicts({}, {"data.min_freq": 2}) == ["data.min_freq"]
+
+
+def test_resume_rule_ignores_fields_newer_than_the_checkpoint():
+  """An old checkpoint did not record model.recurrence or model.scan_unroll:
+  today's values are not compared, and the rest still is."""
+  old = config_schema.model_fields(tiny())
+  del old["model.recurrence"], old["model.scan_unroll"]
+  assert config_schema.resume_conflicts(old, config_schema.model_fields(tiny())) == []
+  assert config_schema.resume_conflicts(
+      old, config_schema.model_fields(tiny(**{"model.decoder.hidden": 8}))) == [
+          "model.decoder.hidden"]

@@ -169,3 +169,33 @@ def test_rsqrt_schedule():
   np.testing.assert_allclose(float(lr(50)), 5e-4, rtol=1e-6)
   np.testing.assert_allclose(float(lr(100)), 1e-3, rtol=1e-6)
   np.testing.assert_allclose(float(lr(400)), 1e-3 * np.sqrt(100 / 400), rtol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["float32", "float16"])
+def test_nonfinite_step_changes_nothing_but_the_step(precision):
+  """A NaN in the batch: parameters, every optimizer leaf (Adam's count
+  too) and float16's loss scale come out of the step as they went in."""
+  model = RNNSeq2Seq(12, 12, embed_dim=8, encoder_hidden=16, encoder_layers=1,
+                     decoder_hidden=16, attention_dim=8)
+  rng = np.random.default_rng(0)
+  src = rng.integers(4, 12, size=(4, 5)).astype(np.int32)
+  batch = {"src": src, "src_len": np.full(4, 5, np.int32),
+           "tgt_in": np.concatenate([np.ones((4, 1), np.int32), src], 1),
+           "tgt_out": np.concatenate([src, np.full((4, 1), 2, np.int32)], 1),
+           "weights": np.ones((4, 6), np.float32)}
+  cfg = _train_cfg(warmup_steps=0, num_steps=10, decay="constant", precision=precision)
+  step = compiled_step(precision=precision)
+  state, _ = step(init_state(model, cfg, jax.random.key(0), batch), batch,
+                  jax.random.key(1))  # one real update: moments and count are not zeros
+  before = jax.device_get(state)  # the step donates `state`
+  poisoned = dict(batch, weights=batch["weights"].copy())
+  poisoned["weights"][0, 0] = np.nan
+  after, m = step(state, poisoned, jax.random.key(1))
+  after = jax.device_get(after)
+  assert int(m["nonfinite_steps"]) == 1
+  assert int(after.step) == int(before.step) + 1 == 2
+  assert isinstance(after, training.DynamicScaleState) == (precision == "float16")
+  leaves = jax.tree.leaves_with_path(before.replace(step=0))
+  assert any("count" in jax.tree_util.keystr(path) for path, _ in leaves)
+  for (path, a), b in zip(leaves, jax.tree.leaves(after.replace(step=0))):
+    np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
