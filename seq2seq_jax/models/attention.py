@@ -10,6 +10,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from seq2seq_jax.models.dropout import Dropout
+
 Array = jax.Array
 
 
@@ -341,7 +343,7 @@ class MultiHeadAttention(nn.Module):
     self.key = nn.DenseGeneral((self.num_heads, head_dim))
     self.value = nn.DenseGeneral((self.num_heads, head_dim))
     self.out = nn.DenseGeneral(self.features, axis=(-2, -1))
-    self.weight_dropout = nn.Dropout(self.dropout)
+    self.weight_dropout = Dropout(self.dropout)
     if self.score == "additive":
       self.v = self.param("v", nn.initializers.normal(head_dim ** -0.5),
                           (self.num_heads, head_dim))

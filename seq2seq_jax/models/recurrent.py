@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from seq2seq_jax.errors import ConfigError
+from seq2seq_jax.models.dropout import Dropout
 from seq2seq_jax.models import recurrent_vjp
 
 Array = jax.Array
@@ -290,6 +291,6 @@ class RecurrentEncoder(nn.Module):
       finals.append(tuple(carries))
       if layer < self.num_layers - 1 and self.dropout > 0:
         # Padding stays exactly zero: dropout only scales or zeroes.
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        x = Dropout(self.dropout, deterministic=not train)(x)
       in_features = self.out_features
     return x, tuple(finals)

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from seq2seq_jax.models import attention as attn_lib
+from seq2seq_jax.models import dropout as dropout_lib
 from seq2seq_jax.models import recurrent
 
 Array = jax.Array
@@ -139,7 +140,7 @@ class RNNSeq2Seq(nn.Module):
     features = (self.decoder_hidden if self.decoder == "luong"
                 else self.decoder_hidden + memory_dim + self.embed_dim)
     self.output = Readout(features, self.tgt_vocab_size)
-    self.drop = nn.Dropout(self.dropout)
+    self.drop = dropout_lib.Dropout(self.dropout)
 
   def _memory_dim(self) -> int:
     return self.encoder_hidden * (2 if self.bidirectional else 1)
@@ -262,9 +263,7 @@ class RNNSeq2Seq(nn.Module):
         pred = jnp.argmax(prev_logits, axis=-1)
       e_pred = table[pred]
       if embed_key is not None:  # the same embedding dropout as the gold path
-        keep = 1.0 - self.dropout
-        mask = jax.random.bernoulli(jax.random.fold_in(embed_key, t), keep, e_pred.shape)
-        e_pred = jnp.where(mask, e_pred / keep, 0.0)
+        e_pred = dropout_lib.dropout(jax.random.fold_in(embed_key, t), self.dropout, e_pred)
       e_t = jnp.where(use_gold[:, None], e_gold, e_pred)
       ep_pred = recurrent.split_gates(self._embed_proj(params, e_pred), len(ep_gold))
       ep_t = tuple(jnp.where(use_gold[:, None], g, p) for g, p in zip(ep_gold, ep_pred))
@@ -293,11 +292,10 @@ class RNNSeq2Seq(nn.Module):
       x, _ = recurrent.run_layer(kind, layer, xp, lengths, state["carry"][l],
                                  unroll=self.scan_unroll, recurrence=self.recurrence)
       if key is not None and l < len(cells) - 1:
-        keep = 1.0 - self.dropout
-        draw = lambda t: jax.random.bernoulli(  # noqa: E731
-            jax.random.fold_in(jax.random.fold_in(key, t), l), keep, (batch, x.shape[-1]))
-        mask = jnp.swapaxes(jax.vmap(draw)(jnp.arange(steps)), 0, 1)
-        x = jnp.where(mask, x / keep, 0.0)
+        x = jnp.swapaxes(jax.vmap(  # step t's mask from the key `_step` uses at t
+            lambda t, xt: dropout_lib.dropout(jax.random.fold_in(jax.random.fold_in(key, t), l),
+                                              self.dropout, xt))(
+                jnp.arange(steps), jnp.swapaxes(x, 0, 1)), 0, 1)
     context = jnp.broadcast_to(state["context"][:, None, :], (batch, steps) + state["context"].shape[1:])
     return jnp.concatenate([x, context, e], axis=-1)
 
@@ -353,9 +351,7 @@ class RNNSeq2Seq(nn.Module):
       new_carry.append(c)
       x = recurrent.carry_hidden(kind, c)
       if train and key is not None and l < len(cells) - 1:
-        keep = 1.0 - self.dropout
-        mask = jax.random.bernoulli(jax.random.fold_in(key, l), keep, x.shape)
-        x = jnp.where(mask, x / keep, 0.0)
+        x = dropout_lib.dropout(jax.random.fold_in(key, l), self.dropout, x)
     state = dict(state, carry=tuple(new_carry))
     if self.decoder == "luong":
       context, weights = self._attend(params, state, x)

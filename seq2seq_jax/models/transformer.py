@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from seq2seq_jax.models.attention import MultiHeadAttention
+from seq2seq_jax.models.dropout import Dropout
 
 Array = jax.Array
 
@@ -50,7 +51,7 @@ class FeedForward(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     h = nn.relu(nn.Dense(self.d_ff, name="wi")(x))
-    h = nn.Dropout(self.dropout, deterministic=not train)(h)
+    h = Dropout(self.dropout, deterministic=not train)(h)
     return nn.Dense(x.shape[-1], name="wo")(h)
 
 
@@ -79,7 +80,7 @@ class EncoderLayer(_Sublayers):
                                         dropout=self.attention_dropout)
     self.ff = FeedForward(self.d_ff, self.dropout)
     self.norm1, self.norm2 = nn.LayerNorm(), nn.LayerNorm()
-    self.residual_dropout = nn.Dropout(self.dropout)
+    self.residual_dropout = Dropout(self.dropout)
 
   def __call__(self, x, src_len, train: bool = False):
     x, _ = self.residual(
@@ -96,7 +97,7 @@ class DecoderLayer(_Sublayers):
                                          dropout=self.attention_dropout)
     self.ff = FeedForward(self.d_ff, self.dropout)
     self.norm1, self.norm2, self.norm3 = nn.LayerNorm(), nn.LayerNorm(), nn.LayerNorm()
-    self.residual_dropout = nn.Dropout(self.dropout)
+    self.residual_dropout = Dropout(self.dropout)
 
   def memory_kv(self, memory):
     """Encoder-decoder keys/values, projected once per source sequence."""
@@ -196,7 +197,7 @@ class Transformer(nn.Module):
       self.encoder_norm, self.decoder_norm = nn.LayerNorm(), nn.LayerNorm()
     if not self.tie_output:
       self.output = nn.Dense(self.tgt_vocab_size)
-    self.embed_dropout = nn.Dropout(self.dropout)
+    self.embed_dropout = Dropout(self.dropout)
 
   def _embed(self, table: nn.Embed, tokens, offset, train):
     """Scaled embeddings plus positions; tokens [batch, time] starting at
