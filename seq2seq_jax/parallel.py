@@ -28,7 +28,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from seq2seq_jax import training
+from seq2seq_jax import compile_ahead, training
+from seq2seq_jax.data.batching import MODEL_KEYS, fill_batch
 from seq2seq_jax.errors import ConfigError
 
 STRATEGIES = ("jit", "pmap")
@@ -121,6 +122,11 @@ class DataParallel:
     """A fresh train state in the host layout."""
     return training.create_train_state(model, cfg, rng, batch, sharding=replicated(self.mesh))
 
+  def initializer(self, model, cfg):
+    """`training.run_initializer` with its outputs in the host layout:
+    init(seed, src, src_len, tgt_in) -> (state, dropout key), jitted."""
+    return training.run_initializer(model, cfg, sharding=replicated(self.mesh))
+
   def to_device(self, state):
     """Host layout -> training layout."""
     if self.strategy == "jit":
@@ -152,6 +158,13 @@ class DataParallel:
     if self.strategy == "pmap":
       return jax.tree.map(lambda x: x[0], state.params)
     return self.local_params(state)
+
+  @staticmethod
+  def eval_params_shape(params):
+    """The shapes (`jax.ShapeDtypeStruct`, with sharding) of what
+    `eval_params` and `local_params` return, for compiling ahead."""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype, sharding=device), params)
 
   @staticmethod
   def local_params(state):
@@ -186,28 +199,52 @@ class DataParallel:
 
   def train_step(self, label_smoothing: float = 0.0, scheduled_sampling: bool = False,
                  sample_predictions: bool = False, grad_accum_steps: int = 1,
-                 precision: str = "float32"):
+                 precision: str = "float32", learning_rate_fn=None):
     """step(state, batch, dropout_rng, gold_prob) -> (state, metrics): the
     state in the training layout (donated), the batch from `put_batch`,
-    metrics the global sums (one value each, not one per device)."""
+    metrics the global sums (one value each, not one per device).
+
+    `step.compile_ahead(ahead, state, batch_shapes, dropout_rng, gold_prob)`
+    starts compiling the program of every batch shape (S, T) in `ahead`'s
+    worker threads (`compile_ahead.Ahead`); a step then waits for its
+    shape's program instead of compiling it. (jit only: pmap compiles at
+    each shape's first step.)"""
     args = (label_smoothing, scheduled_sampling, sample_predictions, grad_accum_steps, precision)
     if self.strategy == "jit":
-      fn = training.step_function(*args)
+      fn = training.step_function(*args, learning_rate_fn=learning_rate_fn)
       rep = replicated(self.mesh)
       compiled = jax.jit(fn, in_shardings=(rep, batch_sharding(self.mesh), rep, rep),
                          out_shardings=(rep, rep), donate_argnums=(0,))
     else:
-      fn = training.step_function(*args, axis_name=DATA)
+      fn = training.step_function(*args, axis_name=DATA, learning_rate_fn=learning_rate_fn)
       # Metrics are psummed, the same on every device: out_axes=None returns one.
       compiled = jax.pmap(fn, axis_name=DATA, in_axes=(0, 0, None, None), out_axes=(0, None),
                           donate_argnums=(0,))
 
     shapes = set()  # pmap keeps no public cache count: one compile per batch shape
+    ahead_of = [None]  # the compile_ahead.Ahead compiling this step's programs
 
     def step(state, batch, dropout_rng, gold_prob=None):
-      shapes.add(tuple(v.shape for v in batch.values()))
+      key = compile_ahead.shape_key(batch)
+      shapes.add(key)
+      if ahead_of[0] is not None:
+        ahead_of[0].wait(("train_step", key))
       return compiled(state, batch, dropout_rng, gold_prob)
 
+    def compile_ahead_(ahead, state, batch_shapes, batch_size, dropout_rng, gold_prob=None):
+      if self.strategy != "jit":
+        return
+      ahead_of[0] = ahead
+      sharding = batch_sharding(self.mesh)
+      for shape in batch_shapes:
+        batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sharding)
+                 for k, v in fill_batch(shape, batch_size, ()).items() if k in MODEL_KEYS}
+        # Shapes with the shardings of the real arguments: the executable
+        # cache that the step's calls read is keyed on them too.
+        ahead.submit(("train_step", compile_ahead.shape_key(batch)), compiled, state, batch,
+                     dropout_rng, gold_prob)
+
+    step.compile_ahead = compile_ahead_
     step.cache_size = compiled._cache_size if self.strategy == "jit" else lambda: len(shapes)
     self._step = compiled
     return step

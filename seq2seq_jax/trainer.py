@@ -21,14 +21,14 @@ import ml_collections
 import numpy as np
 from jax import monitoring
 
-from seq2seq_jax import (config_schema, decoding, faults, metrics, models, parallel, plotting,
-                         training)
+from seq2seq_jax import (compile_ahead, config_schema, decoding, faults, metrics, models,
+                         parallel, plotting, training)
 from seq2seq_jax.checkpoints import Checkpoints, has_checkpoints
 from seq2seq_jax.data import batching, sources, tokenizers
 from seq2seq_jax.errors import CheckpointError
 from seq2seq_jax.metric_writer import MetricWriter, NullWriter
 
-MODEL_KEYS = ("src", "src_len", "tgt_in", "tgt_out", "weights")
+MODEL_KEYS = batching.MODEL_KEYS
 
 _compilations = [0]
 
@@ -164,10 +164,26 @@ class Evaluator:
                                       ev.length_penalty)
     self.references = {split: references_by_source(run.splits[split], run.tgt_tok)
                        for split in ("valid", "test")}
+    self._ahead = None
+
+  def compile_ahead(self, ahead: compile_ahead.Ahead, params) -> None:
+    """Starts compiling the evaluation programs (see `Run`: one batch shape
+    for both splits); params may be shapes (`jax.ShapeDtypeStruct`)."""
+    self._ahead = ahead
+    batches = self.run.eval_batches["valid"]
+    for shape in batches.batch_shapes():
+      batch = _model_batch(batching.fill_batch(shape, batches.batch_size, ()))
+      ahead.submit(("eval_step", shape), self.eval_step, params, batch)
+      ahead.submit(("decode", shape), self.decode, params, batch["src"], batch["src_len"])
+
+  def _wait(self, program: str, batch: dict) -> None:
+    if self._ahead is not None:
+      self._ahead.wait((program, batch["src"].shape[1:] + batch["tgt_in"].shape[1:]))
 
   def _decode_rows(self, params, batch: dict, rows: list[int], split: str) -> list[dict]:
     run = self.run
     pairs = run.splits[split]
+    self._wait("decode", batch)
     result = jax.device_get(self.decode(params, batch["src"], batch["src_len"]))
     out = []
     for i in rows:
@@ -201,6 +217,7 @@ class Evaluator:
     sums = {}
     decoded = []
     for batch in batches.iterate_epoch():
+      self._wait("eval_step", batch)
       out = jax.device_get(self.eval_step(params, _model_batch(batch)))
       sums = {k: sums.get(k, 0.0) + float(v) for k, v in out.items()}
       rows = [i for i, idx in enumerate(batch["index"]) if int(idx) in refs
@@ -295,10 +312,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     run.write_setup()
   writer = MetricWriter(run.workdir) if main else NullWriter()
   ckpts = Checkpoints(run.ckpt_dir, keep=cfg.keep_checkpoints)
+  ahead = compile_ahead.Ahead()
   try:
     with faults.StopSignals() as signals:
-      return _train(run, writer, ckpts, stop_after, signals, engine)
+      return _train(run, writer, ckpts, stop_after, signals, engine, ahead)
   finally:
+    ahead.close()
     ckpts.close()
     writer.close()
 
@@ -326,13 +345,33 @@ def _signal_agreed(signals: faults.StopSignals, done: int, every: int) -> Option
 
 
 def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optional[int],
-           signals: faults.StopSignals, engine: parallel.DataParallel):
+           signals: faults.StopSignals, engine: parallel.DataParallel,
+           ahead: compile_ahead.Ahead):
   config, cfg = run.config, run.config.train
   main = parallel.is_main_process()
-  rng = jax.random.key(config.seed)
-  init_rng, dropout_rng = jax.random.split(rng)
-  first = run.train_batches.batch_at(0)
-  state = engine.init_state(run.model, cfg, init_rng, _model_batch(first))
+  ss = cfg.scheduled_sampling
+  scheduled = ss.schedule != "none"
+  # Every program of the run starts compiling now, in worker threads and in
+  # the order of need (compile_ahead): the initializer, one train step per
+  # bucket shape, then evaluation.
+  init = engine.initializer(run.model, cfg)
+  seed = np.int32(config.seed)
+  first = _model_batch(run.train_batches.batch_at(0))
+  init_args = (seed, first["src"], first["src_len"], first["tgt_in"])
+  ahead.submit("init", init, *init_args)
+  state_shape, key_shape = jax.eval_shape(init, *init_args)
+  train_step = engine.train_step(cfg.label_smoothing, scheduled, ss.predictions == "sample",
+                                 cfg.grad_accum_steps, cfg.precision,
+                                 learning_rate_fn=training.learning_rate_schedule(cfg))
+  shapes = run.train_batches.batch_shapes()
+  first_shape = (first["src"].shape[1], first["tgt_in"].shape[1])
+  shapes.sort(key=lambda s: s != first_shape)  # the first step's program first
+  train_step.compile_ahead(ahead, state_shape, shapes, cfg.batch_size, key_shape,
+                           np.float32(1.0) if scheduled else None)
+  evaluator = Evaluator(run)
+  evaluator.compile_ahead(ahead, engine.eval_params_shape(state_shape.params))
+  ahead.wait("init")
+  state, dropout_rng = init(*init_args)
   if run.resuming:
     state = ckpts.restore(state)
   start_step = int(jax.device_get(state.step))
@@ -353,12 +392,6 @@ def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optio
     writer.write(start_step, "data", report)
   state = engine.to_device(state)
   meta = {"model_fields": config_schema.model_fields(config)}
-  ss = cfg.scheduled_sampling
-  scheduled = ss.schedule != "none"
-  train_step = engine.train_step(cfg.label_smoothing, scheduled, ss.predictions == "sample",
-                                 cfg.grad_accum_steps, cfg.precision)
-  evaluator = Evaluator(run)
-  schedule = jax.jit(training.learning_rate_schedule(cfg))  # one compile, not one per op
 
   pbar = None
   if cfg.progress_bar and main:
@@ -388,13 +421,13 @@ def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optio
       pending = []
       skipped = faults.check_finite(fetched, done - len(fetched), cfg.nonfinite,
                                     run.train_batches.batch_at, ckpts.latest_step)
-      fetched = [m for m in fetched if not int(m["nonfinite_steps"])]  # skipped: not averaged
+      raw, fetched = fetched, [m for m in fetched if not int(m["nonfinite_steps"])]  # skipped: not averaged
       elapsed = max(time.time() - last_time - paused, 1e-9)  # training time only
       sums = {k: sum(float(m[k]) for m in fetched) for k in ("loss_sum", "weight_sum", "correct_sum")}
       values = training.summarize(sums)
       values["grad_norm"] = float(np.mean([m["grad_norm"] for m in fetched])) if fetched else 0.0
       values["nonfinite_steps"] = skipped
-      values["learning_rate"] = float(schedule(done - 1))
+      values["learning_rate"] = float(raw[-1]["learning_rate"])  # the last step's
       if scheduled:
         values["gold_prob"] = training.gold_probability(ss, done - 1)
         values["gold_fraction"] = (float(np.mean([m["gold_fraction"] for m in fetched]))

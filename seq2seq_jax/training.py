@@ -101,20 +101,12 @@ class DynamicScaleState(TrainState):
                        loss_scale=scale, good_steps=jnp.where(grow, 0, good))
 
 
-def create_train_state(model: nn.Module, cfg, rng: Array, batch: dict, sharding=None) -> TrainState:
-  """Initializes parameters from one batch's shapes (values do not matter).
-
-  sharding: where the state's arrays go (a `jax.sharding.Sharding` for all,
-    say replicated over a device mesh); None = the default device.
-  cfg.precision "float16" gives a `DynamicScaleState`; parameters and
-  optimizer state are float32 in every precision.
-  """
+def _initializer(model: nn.Module, cfg, sharding, from_seed: bool):
+  """The jit-compiled start of a run (see `create_train_state`)."""
   tx = make_optimizer(cfg)
   float16 = cfg.get("precision", "float32") == "float16"
 
-  # One compilation for all of it, instead of one per parameter shape.
-  @functools.partial(jax.jit, out_shardings=sharding)
-  def init(rng, src, src_len, tgt_in):
+  def fresh_state(rng, src, src_len, tgt_in):
     params_rng, dropout_rng = jax.random.split(rng)
     params = model.init({"params": params_rng, "dropout": dropout_rng},
                         src, src_len, tgt_in, train=False)["params"]
@@ -128,7 +120,33 @@ def create_train_state(model: nn.Module, cfg, rng: Array, batch: dict, sharding=
     # all later ones share one compiled train step per batch shape.
     return state.replace(step=jnp.zeros((), jnp.int32))
 
+  def from_seed_fn(seed, src, src_len, tgt_in):
+    init_rng, dropout_rng = jax.random.split(jax.random.key(seed))
+    return fresh_state(init_rng, src, src_len, tgt_in), dropout_rng
+
+  # One compilation for all of it, instead of one per parameter shape (and,
+  # from a seed, none for making and splitting the keys).
+  return jax.jit(from_seed_fn if from_seed else fresh_state, out_shardings=sharding)
+
+
+def create_train_state(model: nn.Module, cfg, rng: Array, batch: dict, sharding=None) -> TrainState:
+  """Initializes parameters from one batch's shapes (values do not matter).
+
+  sharding: where the state's arrays go (a `jax.sharding.Sharding` for all,
+    say replicated over a device mesh); None = the default device.
+  cfg.precision "float16" gives a `DynamicScaleState`; parameters and
+  optimizer state are float32 in every precision.
+  """
+  init = _initializer(model, cfg, sharding, from_seed=False)
   return init(rng, batch["src"], batch["src_len"], batch["tgt_in"])
+
+
+def run_initializer(model: nn.Module, cfg, sharding=None):
+  """A run's whole start as one program:
+  init(seed int32 [], src, src_len, tgt_in) -> (train state, dropout key),
+  the state of `create_train_state(model, cfg, key_a, batch)` and the
+  dropout key `key_b`, where key_a, key_b = split(jax.random.key(seed))."""
+  return _initializer(model, cfg, sharding, from_seed=True)
 
 
 def token_losses(logits: Array, targets: Array) -> Array:
@@ -198,7 +216,7 @@ def micro_batches(batch: dict, k: int) -> dict:
 def train_step(state: TrainState, batch: dict, dropout_rng: Array, label_smoothing: float = 0.0,
                gold_prob: Any = None, sample_predictions: bool = False, *,
                grad_accum_steps: int = 1, precision: str = "float32",
-               axis_name: Optional[str] = None):
+               axis_name: Optional[str] = None, learning_rate_fn=None):
   """One optimizer step -> (new state, metric sums).
 
   Dropout's key is `fold_in(dropout_rng, step)`, a function of the step alone,
@@ -219,6 +237,9 @@ def train_step(state: TrainState, batch: dict, dropout_rng: Array, label_smoothi
     precision: "bfloat16" / "float16" run the model on parameters cast to
       that dtype; the parameters, gradients, optimizer state and loss stay
       float32. "float16" also scales the loss (`DynamicScaleState`).
+    learning_rate_fn: the optimizer's schedule; when given, the metrics
+      report the step's rate as `learning_rate` (so reporting it costs no
+      program of its own).
   """
   rng = jax.random.fold_in(dropout_rng, state.step)
   if axis_name is not None:  # each device its own masks
@@ -278,6 +299,8 @@ def train_step(state: TrainState, batch: dict, dropout_rng: Array, label_smoothi
     new_state = state.apply_scaled_gradients(grads)
     metrics["loss_scale"] = scale
   metrics["grad_norm"] = optax.tree.norm(grads)
+  if learning_rate_fn is not None:
+    metrics["learning_rate"] = jnp.asarray(learning_rate_fn(state.step), jnp.float32)
   return skip_nonfinite(state, new_state, metrics, float16=scale is not None)
 
 
@@ -313,22 +336,22 @@ def eval_step(apply_fn, params: Any, batch: dict) -> dict:
 
 def step_function(label_smoothing: float = 0.0, scheduled_sampling: bool = False,
                   sample_predictions: bool = False, grad_accum_steps: int = 1,
-                  precision: str = "float32", axis_name: Optional[str] = None):
+                  precision: str = "float32", axis_name: Optional[str] = None,
+                  learning_rate_fn=None):
   """`train_step` with the run's settings bound:
   step(state, batch, dropout_rng, gold_prob) -> (state, metrics)."""
+  settings = dict(grad_accum_steps=grad_accum_steps, precision=precision, axis_name=axis_name,
+                  learning_rate_fn=learning_rate_fn)
   if scheduled_sampling:
     # gold_prob is an argument, not a constant: its change over training
     # recompiles nothing.
     def step(state, batch, dropout_rng, gold_prob):
       return train_step(state, batch, dropout_rng, label_smoothing, gold_prob,
-                        sample_predictions, grad_accum_steps=grad_accum_steps,
-                        precision=precision, axis_name=axis_name)
+                        sample_predictions, **settings)
   else:
     def step(state, batch, dropout_rng, gold_prob=None):
       del gold_prob
-      return train_step(state, batch, dropout_rng, label_smoothing,
-                        grad_accum_steps=grad_accum_steps, precision=precision,
-                        axis_name=axis_name)
+      return train_step(state, batch, dropout_rng, label_smoothing, **settings)
 
   step.__name__ = "train_step"
   return step

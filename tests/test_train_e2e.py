@@ -59,6 +59,9 @@ def test_run_writes_the_workdir(trained):
   assert 0.0 <= test["exact_match"] <= 1.0 and test["decoded_examples"] == 40
   # Bounded shapes: one train-step compile per bucket shape, no more.
   assert test["train_step_compilations"] == test["train_bucket_shapes"]
+  # ... and besides them only the initializer, the eval step and the decoder
+  # (compiled ahead of need, in worker threads: seq2seq_jax.compile_ahead).
+  assert test["compilations_total"] == test["train_bucket_shapes"] + 3
   assert "exact match" in proc.stdout and "BLEU" in proc.stdout
   with open(os.path.join(workdir, "config.json")) as f:
     assert json.load(f)["model"]["encoder"]["hidden"] == 16

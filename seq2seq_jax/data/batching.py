@@ -500,6 +500,11 @@ def _unknown_counts(pairs: Iterable) -> dict:
   return counter.result()
 
 
+# The arrays of a batch that a model's train and eval steps read (the rest,
+# `tgt_len` and `index`, serve the host).
+MODEL_KEYS = ("src", "src_len", "tgt_in", "tgt_out", "weights")
+
+
 def fill_batch(shape: tuple, batch_size: int, rows: Iterable) -> dict:
   """A batch of `shape` (S, T) from rows (src, tgt, index), filler after."""
   s, t = shape
