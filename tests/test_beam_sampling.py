@@ -66,21 +66,39 @@ def test_wide_beam_finds_the_true_best_sequence(seed):
   out = decoding.beam_search(model, params, src, src_len, L, beam_size=V ** (L - 1),
                              penalty="none")
   got = list(np.asarray(out["tokens"][0, 0, :out["lengths"][0, 0]]))
-  if out["scores"][0, 0] > -1e8:  # some sequence ended within L
-    assert got == best
-    np.testing.assert_allclose(out["scores"][0, 0], best_lp, rtol=1e-5)
+  assert out["scores"][0, 0] > -1e8  # a sequence that ended within L, not the fallback
+  assert got == best
+  np.testing.assert_allclose(out["scores"][0, 0], best_lp, rtol=1e-5)
 
 
-def test_beam_one_equals_greedy_and_beam_beats_greedy():
+def test_beam_one_equals_greedy():
   model, params = table_params(3)
   src, src_len = jnp.zeros((4, 1), jnp.int32), jnp.ones(4, jnp.int32)
   greedy = decoding.greedy_decode(model, params, src, src_len, L)
   beam1 = decoding.beam_search(model, params, src, src_len, L, beam_size=1, penalty="none")
   np.testing.assert_array_equal(beam1["tokens"][:, 0], greedy["tokens"])
-  beam4 = decoding.beam_search(model, params, src, src_len, L, beam_size=4, penalty="none")
+
+
+def test_beam_beats_greedy_where_greedy_commits_too_early():
+  """Greedy takes token 3 (p 0.52) over 4 (p 0.48), but after 3 every
+  continuation is unlikely, while after 4 <eos> is near certain: greedy's
+  [3, <eos>] has p 0.52 x 0.27, beam search finds [4, <eos>] at p 0.48."""
+  model, params = table_params(0)
+  table = jnp.full((L + 1, V, V), -10.0)
+  table = table.at[0, BOS, 3].set(1.0).at[0, BOS, 4].set(0.9)
+  table = table.at[1, 3, 3:].set(0.0).at[1, 3, EOS].set(0.1)
+  table = table.at[1, 4, EOS].set(10.0)
+  params = dict(params, table=table)
+  src, src_len = jnp.zeros((2, 1), jnp.int32), jnp.ones(2, jnp.int32)
+  greedy = decoding.greedy_decode(model, params, src, src_len, L)
   g = list(np.asarray(greedy["tokens"][0, :greedy["lengths"][0]]))
-  if g[-1] == EOS:
-    assert float(beam4["scores"][0, 0]) >= sequence_logprob(model, params, src[:1], src_len[:1], g) - 1e-5
+  assert g == [3, EOS]
+  beam4 = decoding.beam_search(model, params, src, src_len, L, beam_size=4, penalty="none")
+  best = list(np.asarray(beam4["tokens"][0, 0, :beam4["lengths"][0, 0]]))
+  assert best == [4, EOS]
+  best_lp = sequence_logprob(model, params, src[:1], src_len[:1], best)
+  np.testing.assert_allclose(float(beam4["scores"][0, 0]), best_lp, rtol=1e-5)
+  assert best_lp > sequence_logprob(model, params, src[:1], src_len[:1], g) + 0.5
   assert np.all(np.diff(np.asarray(beam4["scores"]), axis=1) <= 1e-6)  # n-best sorted
 
 
@@ -123,11 +141,12 @@ def test_filter_logits_top_k_and_top_p():
   np.testing.assert_array_equal(keep(decoding.filter_logits(logits, top_p=0.9)), [1, 1, 1, 0])
 
 
-@pytest.mark.parametrize("kind", ["rnn", "transformer"])
-def test_beam_scores_match_teacher_forcing(kind):
+@pytest.mark.parametrize("kind,eos_bias", [("rnn", 0.3), ("transformer", -0.5)])
+def test_beam_scores_match_teacher_forcing(kind, eos_bias):
   """Each returned hypothesis' score equals its teacher-forced log-prob over
   the penalty, which fails if the decoder state (a Transformer's cache) is
-  not reordered with the beams."""
+  not reordered with the beams. The <eos> bias is chosen so that every
+  hypothesis ends within max_len, some after several steps."""
   if kind == "rnn":
     model = RNNSeq2Seq(10, 8, embed_dim=4, encoder_hidden=6, encoder_layers=1,
                        decoder_hidden=6, attention_dim=4)
@@ -138,16 +157,14 @@ def test_beam_scores_match_teacher_forcing(kind):
   src = rng.integers(4, 10, size=(2, 5)).astype(np.int32)
   src_len = np.array([5, 3], np.int32)
   params = model.init(jax.random.key(1), src, src_len, src)["params"]
+  params["output"]["bias"] = params["output"]["bias"].at[EOS].add(eos_bias)
   out = decoding.beam_search(model, params, src, src_len, 6, beam_size=3, alpha=0.6)
-  checked = 0
+  lengths = np.asarray(out["lengths"])
+  assert lengths.min() >= 1 and lengths.max() >= 3
   for b in range(2):
     for j in range(3):
-      n = int(out["lengths"][b, j])
-      toks = list(np.asarray(out["tokens"][b, j, :n]))
-      if not toks or toks[-1] != EOS:
-        continue
+      toks = list(np.asarray(out["tokens"][b, j, :lengths[b, j]]))
+      assert toks[-1] == EOS and EOS not in toks[:-1]
       lp = sequence_logprob(model, params, src[b:b + 1], src_len[b:b + 1], toks)
-      pen = float(decoding.length_penalty("gnmt", jnp.asarray(n), 0.6))
+      pen = float(decoding.length_penalty("gnmt", jnp.asarray(lengths[b, j]), 0.6))
       np.testing.assert_allclose(float(out["scores"][b, j]) * pen, lp, rtol=1e-4, atol=1e-4)
-      checked += 1
-  assert checked > 0

@@ -6,6 +6,7 @@ config; one uninterrupted run (a module fixture) is the reference they all
 compare with. The rest run in-process.
 """
 
+import builtins
 import copy
 import errno
 import json
@@ -540,27 +541,47 @@ def test_two_processes_agree_before_a_checkpoint_moves(tmp_path, six_steps, monk
 
 # --- a checkpoint directory that refuses writes (in-process) ----------------
 
-def test_unwritable_checkpoint_directory_is_a_clear_error(tmp_path, six_steps):
+def refuse_writes(monkeypatch, directory: str, err: int) -> None:
+  """Every file or directory created below `directory` fails with `err`,
+  as in a directory the process may not write (its permission bits, a
+  read-only mount). Made by patching the calls that create files, because
+  root ignores permission bits (and chattr +i or a read-only bind mount
+  need privileges and file systems that a test cannot count on)."""
+  below = os.path.abspath(directory) + os.sep
+  real_open, real_os_open, real_mkdir = builtins.open, os.open, os.mkdir
+
+  def check(path):
+    if not isinstance(path, int) and os.path.abspath(os.fsdecode(path)).startswith(below):
+      raise OSError(err, os.strerror(err), os.fsdecode(path))
+
+  def open_(file, mode="r", *args, **kwargs):
+    if set(mode) & set("wxa+"):
+      check(file)
+    return real_open(file, mode, *args, **kwargs)
+
+  def os_open(path, flags, *args, **kwargs):
+    if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+      check(path)
+    return real_os_open(path, flags, *args, **kwargs)
+
+  def mkdir(path, *args, **kwargs):
+    check(path)
+    return real_mkdir(path, *args, **kwargs)
+
+  monkeypatch.setattr(builtins, "open", open_)
+  monkeypatch.setattr(os, "open", os_open)
+  monkeypatch.setattr(os, "mkdir", mkdir)
+
+
+def test_unwritable_checkpoint_directory_is_a_clear_error(tmp_path, six_steps, monkeypatch):
   workdir = str(tmp_path / "w")
   shutil.copytree(six_steps, workdir)
   ckpt = os.path.join(workdir, "checkpoints")
-  # root ignores permission bits; the immutable attribute stops even root.
-  if os.geteuid() == 0:
-    locked = subprocess.run(["chattr", "+i", ckpt], capture_output=True).returncode == 0
-  else:
-    os.chmod(ckpt, 0o555)
-    locked = True
-  if not locked:
-    pytest.skip("cannot make a directory unwritable here (root without chattr +i)")
-  try:
-    with pytest.raises(CheckpointError, match=r"cannot write checkpoint 8 to .*the earlier "
-                                              r"checkpoints \(2, 4, 6\) are intact"):
-      trainer.train_and_evaluate(tiny(), workdir)
-  finally:
-    if os.geteuid() == 0:
-      subprocess.run(["chattr", "-i", ckpt], check=True)
-    else:
-      os.chmod(ckpt, 0o755)
+  refuse_writes(monkeypatch, ckpt, errno.EACCES)
+  with pytest.raises(CheckpointError, match=r"cannot write checkpoint 8 to .*Permission denied"
+                                            r".*the earlier checkpoints \(2, 4, 6\) are intact"):
+    trainer.train_and_evaluate(tiny(), workdir)
+  monkeypatch.undo()
   assert Checkpoints(ckpt).all_steps() == [2, 4, 6]
   assert int(saved_state(workdir)[2]) == 6
 

@@ -164,9 +164,8 @@ def test_load_workdir_translates_like_the_run(trained):
   out = loaded.translate([src for src, _, _ in rows])
   # The same greedy outputs as the run's own test decoding (other padding).
   assert [o["hypothesis"] for o in out] == [hyp for _, hyp, _ in rows]
-  for o in out:
-    if o["attention"] is not None:
-      assert o["attention"].shape == (len(o["tgt_tokens"]), len(o["src_tokens"]))
+  for o in out:  # the tiny config's model has attention
+    assert o["attention"].shape == (len(o["tgt_tokens"]), len(o["src_tokens"]))
   with pytest.raises(CheckpointError, match="has no trained model"):
     load_workdir(os.path.dirname(workdir))
 

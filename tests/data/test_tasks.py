@@ -182,10 +182,12 @@ def test_addition():
 
 
 def test_date_targets_match_sources(date_sample):
+  formats = set()
   for src, tgt in date_sample:
     assert src == src.lower()
     target = datetime.date.fromisoformat(tgt)
     fmt, parsed, groups = _parse_source(src)
+    formats.add(fmt)
     assert parsed == target, (src, tgt)
     weekday = calendar.day_name[target.weekday()].lower()
     if fmt == "weekday_long":
@@ -198,6 +200,8 @@ def test_date_targets_match_sources(date_sample):
       want = "th" if day in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(
           day % 10, "th")
       assert suffix == want, src
+  # The sample holds every format checked above: none of the checks is idle.
+  assert {"weekday_long", "weekday_abbr", "the_ordinal_of", "month_ordinal"} <= formats
 
 
 def test_date_formats_and_years(date_sample):

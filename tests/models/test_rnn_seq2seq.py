@@ -49,32 +49,48 @@ def test_teacher_forcing_equals_step_by_step(decoder, cell, kwargs):
     np.testing.assert_allclose(np.stack(step_attn, 1), aux["attention"], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("decoder,cell,kwargs", [
-    ("bahdanau", "gru", {}), ("plain", "lstm", {}),
-    ("luong", "gru", dict(attention_score="general")),
-    ("luong", "lstm", dict(input_feeding=False, attention_normalizer="sparsemax")),
-])
+PADDING_CASES = [("bahdanau", "gru", {}), ("luong", "gru", dict(attention_score="general")),
+                 ("luong", "lstm", dict(input_feeding=False, attention_normalizer="sparsemax"))]
+
+
+def padded_source(rng, src, src_len):
+  """src with 4 more columns and every padded position a random token."""
+  src2 = np.concatenate([src, rng.integers(0, SRC_V, size=(3, 4))], axis=1).astype(np.int32)
+  for b in range(3):
+    src2[b, src_len[b]:] = rng.integers(0, SRC_V, size=src2.shape[1] - src_len[b])
+  return src2
+
+
+@pytest.mark.parametrize("decoder,cell,kwargs", PADDING_CASES + [("plain", "lstm", {})])
 def test_padding_invariance_of_logits(decoder, cell, kwargs):
   model = make(decoder, cell, **kwargs)
   rng = np.random.default_rng(1)
   src, src_len, tgt = batch(rng)
   variables = model.init(jax.random.key(0), src, src_len, tgt)
   logits, aux = model.apply(variables, src, src_len, tgt)
+  assert (aux["attention"] is None) == (decoder == "plain")
   # More source padding filled with random tokens, more target padding.
-  src2 = np.concatenate([src, rng.integers(0, SRC_V, size=(3, 4))], axis=1).astype(np.int32)
-  for b in range(3):
-    src2[b, src_len[b]:] = rng.integers(0, SRC_V, size=src2.shape[1] - src_len[b])
+  src2 = padded_source(rng, src, src_len)
   tgt2 = np.concatenate([tgt, rng.integers(0, TGT_V, size=(3, 3))], axis=1).astype(np.int32)
-  logits2, aux2 = model.apply(variables, src2, src_len, tgt2)
+  logits2, _ = model.apply(variables, src2, src_len, tgt2)
   np.testing.assert_allclose(logits2[:, :tgt.shape[1]], logits, rtol=1e-5, atol=1e-5)
   # And alone in a batch of one (no neighbours to pad for).
   one, _ = model.apply(variables, src[2:, :1], src_len[2:], tgt[2:])
   np.testing.assert_allclose(one[0], logits[2], rtol=1e-5, atol=1e-5)
-  if aux["attention"] is not None:
-    w = np.asarray(aux2["attention"])
-    keep = np.arange(src2.shape[1])[None, None] < src_len[:, None, None]
-    assert np.all(w[~np.broadcast_to(keep, w.shape)] == 0.0)
-    np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("decoder,cell,kwargs", PADDING_CASES)
+def test_attention_gives_source_padding_no_weight(decoder, cell, kwargs):
+  model = make(decoder, cell, **kwargs)
+  rng = np.random.default_rng(1)
+  src, src_len, tgt = batch(rng)
+  src2 = padded_source(rng, src, src_len)
+  variables = model.init(jax.random.key(0), src2, src_len, tgt)
+  _, aux = model.apply(variables, src2, src_len, tgt)
+  w = np.asarray(aux["attention"])
+  keep = np.arange(src2.shape[1])[None, None] < src_len[:, None, None]
+  assert np.all(w[~np.broadcast_to(keep, w.shape)] == 0.0)
+  np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-5)
 
 
 def test_input_feeding_changes_the_model():
