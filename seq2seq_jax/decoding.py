@@ -3,7 +3,8 @@
 
 Greedy decoding, sampling and beam search each run in a `jax.lax.while_loop`
 that stops as soon as every row has finished (or at `max_len`): no Python
-loop per token, one compilation per (batch shape, max_len, settings).
+loop per token, one compilation per (batch shape, max_len, settings). A
+`max_len` past a model's positions (a Transformer's) is a LengthError.
 """
 
 import functools
@@ -15,6 +16,15 @@ import jax.numpy as jnp
 from seq2seq_jax.data.tokenizers import BOS, EOS, PAD
 
 Array = jax.Array
+
+
+def check_positions(model: nn.Module, length: int, what: str) -> None:
+  """A LengthError (a one-line UserError) when `length` tokens do not fit a
+  model with a fixed number of positions: one that has `check_positions`,
+  as the Transformer does; other models read any length."""
+  check = getattr(model, "check_positions", None)
+  if check is not None:
+    check(length, what)
 
 
 def greedy_decode(model: nn.Module, params, src: Array, src_len: Array, max_len: int) -> dict:
@@ -39,6 +49,7 @@ def greedy_decode(model: nn.Module, params, src: Array, src_len: Array, max_len:
 def _decode_loop(model, params, src, src_len, max_len, choose) -> dict:
   """One token per row per iteration, `choose(logits, t)` picking it, in a
   while_loop that ends when every row has emitted <eos> or at max_len."""
+  check_positions(model, max_len, f"decoding up to max_len={max_len} tokens")
   variables = {"params": params}
   memory = model.apply(variables, src, src_len, method=model.encode)
   state = model.apply(variables, memory, method=model.init_decode_state)
@@ -173,6 +184,7 @@ def beam_search(model: nn.Module, params, src: Array, src_len: Array, max_len: i
     lengths: int32 [batch, beam]; scores: [batch, beam] (log-prob / penalty).
     attention: weights of the best hypothesis [batch, max_len, ...] or None.
   """
+  check_positions(model, max_len, f"decoding up to max_len={max_len} tokens")
   variables = {"params": params}
   batch, k = src.shape[0], beam_size
   memory = model.apply(variables, src, src_len, method=model.encode)

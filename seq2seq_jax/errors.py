@@ -22,5 +22,10 @@ class CheckpointError(UserError):
   """A workdir's checkpoint cannot be used with the requested run."""
 
 
+class LengthError(UserError):
+  """A sequence longer than the model has positions for (a Transformer's
+  max_len): to encode, to teacher-force or to decode."""
+
+
 class DivergenceError(UserError):
   """Training produced a non-finite loss or gradient and was told to stop."""

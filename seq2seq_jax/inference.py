@@ -32,32 +32,23 @@ class Trained:
   params: dict
   step: int
 
-  @property
-  def max_source_len(self) -> Optional[int]:
-    """Most source tokens the model can read (None: no fixed limit)."""
-    if self.config.model.name == "transformer":
-      return int(self.config.model.transformer.max_len)
-    return None
-
   def translate(self, sentences: Sequence[str], max_len: int = 0, beam_size: int = 1,
                 alpha: float = 0.6, penalty: str = "gnmt", nbest: int = 1) -> list[dict]:
     """Translations, one dict per sentence: "source", "hypothesis" (the best),
     "nbest" (a list of (hypothesis, score) with beam search, best first),
     "src_tokens", "tgt_tokens", "attention" ([tgt, src], or [tgt, heads, src]
-    for multi-head models, or None), "unknown" (source tokens mapped to <unk>),
-    "truncated" (source tokens cut beyond `max_source_len`). An empty input
-    gives an empty hypothesis.
+    for multi-head models, or None), "unknown" (source tokens mapped to <unk>).
+    An empty input gives an empty hypothesis.
 
-    beam_size 1 is greedy decoding; larger runs beam search.
+    beam_size 1 is greedy decoding; larger runs beam search. An input or a
+    max_len longer than the model has positions for (a Transformer's
+    max_len) raises LengthError: nothing is cut or clamped.
     """
     max_len = max_len or int(str(self.config.data.tgt_boundaries).split(",")[-1])
     ids = [self.src_tok.encode(s) for s in sentences]
-    # A Transformer has positions for max_len tokens only: cut longer inputs
-    # (and say so) rather than let position lookups clamp silently.
-    limit = self.max_source_len
-    lengths_in = [len(i) for i in ids]
-    if limit:
-      ids = [i[:limit] for i in ids]
+    for sentence, i in zip(sentences, ids):  # named here, not as a batch's width
+      shown = sentence if len(sentence) <= 40 else sentence[:40] + "..."
+      decoding.check_positions(self.model, len(i), f"the input {shown!r} ({len(i)} tokens)")
     width = max(1, max(len(i) for i in ids))
     src = np.zeros((len(ids), width), np.int32)
     for row, i in enumerate(ids):
@@ -85,7 +76,6 @@ class Trained:
           "attention": None if out["attention"] is None
                        else out["attention"][row][:len(hyp), ..., :len(ids[row])],
           "unknown": self.src_tok.count_unknown(sentence),
-          "truncated": lengths_in[row] - len(ids[row]),
       })
       if not ids[row]:  # nothing to translate: an empty input stays empty
         results[-1].update(hypothesis="", nbest=[("", None)] * len(nb), tgt_tokens=[],

@@ -47,15 +47,15 @@ def main(argv):
   results = []
   for start in range(0, len(sentences), FLAGS.batch_size):
     chunk = sentences[start:start + FLAGS.batch_size]
-    results.extend(trained.translate(chunk, FLAGS.max_len, FLAGS.beam_size, FLAGS.alpha,
-                                     FLAGS.length_penalty, FLAGS.nbest))
+    try:  # an input or --max_len past a Transformer's positions
+      results.extend(trained.translate(chunk, FLAGS.max_len, FLAGS.beam_size, FLAGS.alpha,
+                                       FLAGS.length_penalty, FLAGS.nbest))
+    except UserError as e:
+      _fail(str(e))
   for line_no, r in enumerate(results, 1):
     if r["unknown"]:
       print(f"warning: input {line_no}: {r['unknown']} token(s) not in the vocabulary, "
             "read as <unk>", file=sys.stderr)
-    if r["truncated"]:
-      print(f"warning: input {line_no}: longer than the model's {trained.max_source_len} source "
-            f"tokens; the last {r['truncated']} were cut", file=sys.stderr)
     if not r["src_tokens"]:
       print(f"warning: input {line_no}: empty, output left empty", file=sys.stderr)
     if FLAGS.nbest > 1:

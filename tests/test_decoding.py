@@ -7,7 +7,9 @@ import pytest
 
 from seq2seq_jax import decoding
 from seq2seq_jax.data.tokenizers import BOS, EOS, PAD
+from seq2seq_jax.errors import LengthError
 from seq2seq_jax.models.rnn_seq2seq import RNNSeq2Seq
+from seq2seq_jax.models.transformer import Transformer
 
 
 def python_greedy(model, variables, src, src_len, max_len):
@@ -61,3 +63,28 @@ def test_filler_rows_finish_at_once():
   params = model.init(jax.random.key(0), src, src_len, src)["params"]
   out = decoding.greedy_decode(model, params, src, src_len, 5)
   assert np.all(np.asarray(out["lengths"]) == 0) and np.all(np.asarray(out["tokens"]) == PAD)
+
+
+@pytest.mark.parametrize("decoder", ["greedy", "beam", "sample", "jit beam"])
+def test_decoding_past_transformer_positions_is_an_error(decoder):
+  """max_len 7 on a Transformer with 6 positions: one LengthError, raised
+  while tracing (a Python check on shapes), instead of positions clamped
+  and cache writes dropped; max_len 6 uses every position."""
+  model = Transformer(10, 8, num_layers=1, d_model=8, num_heads=2, d_ff=8, dropout=0.0,
+                      max_len=6)
+  src, src_len = np.full((2, 3), 5, np.int32), np.array([3, 2], np.int32)
+  params = model.init(jax.random.key(0), src, src_len, src)["params"]
+  params["output"]["bias"] = params["output"]["bias"].at[EOS].add(-100.0)  # never ends early
+  decode = {
+      "greedy": lambda n: decoding.greedy_decode(model, params, src, src_len, n),
+      "beam": lambda n: decoding.beam_search(model, params, src, src_len, n, beam_size=2),
+      "sample": lambda n: decoding.sample_decode(model, params, src, src_len, n,
+                                                 jax.random.key(1)),
+      "jit beam": lambda n: decoding.jit_decode(model, n, beam_size=2)(params, src, src_len),
+  }[decoder]
+  with pytest.raises(LengthError) as error:
+    decode(7)
+  assert str(error.value) == ("decoding up to max_len=7 tokens needs more than the Transformer's "
+                              "6 positions (config.model.transformer.max_len)")
+  out = decode(6)
+  assert int(out["steps"]) == 6 and np.all(np.asarray(out["lengths"]) == 6)

@@ -15,7 +15,7 @@ import pytest
 
 from seq2seq_jax import trainer
 from seq2seq_jax.checkpoints import Checkpoints
-from seq2seq_jax.errors import CheckpointError, ConfigError, DataError
+from seq2seq_jax.errors import CheckpointError, ConfigError, DataError, LengthError
 from seq2seq_jax.metric_writer import read_metrics
 from tests import tiny_config
 
@@ -185,26 +185,65 @@ def test_evaluate_rescores_the_test_split_like_the_run(trained):
   assert greedy["sentences_per_s"] > 0 and greedy["compile_s"] > 0
 
 
-def test_translate_cuts_inputs_longer_than_transformer_positions():
-  import jax
-  import numpy as np
-  from seq2seq_jax import models
+@pytest.fixture(scope="module")
+def transformer_workdir(tmp_path_factory):
+  """An untrained Transformer with 16 positions, written as train.py writes a
+  workdir (config, tokenizers, a checkpoint): its outputs are noise, what is
+  tested is how it takes lengths."""
+  from seq2seq_jax import models, training
   from seq2seq_jax.data import tokenizers
-  from seq2seq_jax.inference import Trained
-  from tests import tiny_config
-
+  workdir = str(tmp_path_factory.mktemp("transformer"))
   config = tiny_config.get_config()
   config.model.name = "transformer"
   config.model.transformer.update(num_layers=1, d_model=8, num_heads=2, d_ff=8, max_len=16)
+  config.data.src_boundaries, config.data.tgt_boundaries = "16", "12"
+  with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+    f.write(config.to_json_best_effort())
   tok = tokenizers.make_tokenizer("char", ["abc"])
+  for side in ("src", "tgt"):
+    tok.save(os.path.join(workdir, f"{side}_tokenizer.json"))
   model = models.build_model(config.model, len(tok.vocab), len(tok.vocab))
   dummy = np.ones((1, 1), np.int32)
-  params = model.init(jax.random.key(0), dummy, np.ones(1, np.int32), dummy)["params"]
-  trained = Trained(config, tok, tok, model, params, 0)
-  out = trained.translate(["abc" * 10, "", "ab"], max_len=4)
-  assert [o["truncated"] for o in out] == [14, 0, 0]
+  state = training.create_train_state(model, config.train, jax.random.key(0),
+                                      {"src": dummy, "src_len": np.ones(1, np.int32),
+                                       "tgt_in": dummy})
+  ckpts = Checkpoints(os.path.join(workdir, "checkpoints"))
+  ckpts.save(state, {})
+  ckpts.close()
+  return workdir
+
+
+POSITIONS = " needs more than the Transformer's 16 positions (config.model.transformer.max_len)"
+
+
+def test_translate_refuses_lengths_past_transformer_positions(transformer_workdir):
+  from seq2seq_jax.inference import load_workdir
+  trained = load_workdir(transformer_workdir)
+  # All 16 positions, in and out; an empty input stays empty.
+  out = trained.translate(["abca" * 4, "", "ab"], max_len=16)
+  assert out[0]["attention"].shape[-1] == 16 and len(out[0]["tgt_tokens"]) <= 16
   assert out[1]["hypothesis"] == "" and out[1]["tgt_tokens"] == []
-  assert out[0]["attention"].shape[-1] == 16  # what the model saw
+  with pytest.raises(LengthError) as error:
+    trained.translate(["ab", "abc" * 6], max_len=4)
+  assert str(error.value) == "the input 'abcabcabcabcabcabc' (18 tokens)" + POSITIONS
+  for beam_size in (1, 2):
+    with pytest.raises(LengthError) as error:
+      trained.translate(["ab"], max_len=17, beam_size=beam_size)
+    assert str(error.value) == "decoding up to max_len=17 tokens" + POSITIONS
+
+
+@pytest.mark.parametrize("args,text,message", [
+    ([], "ab\n" + "c" * 20 + "\n", "the input 'cccccccccccccccccccc' (20 tokens)"),
+    (["--max_len=17", "--beam_size=2"], "ab\n", "decoding up to max_len=17 tokens"),
+])
+def test_translate_command_refuses_lengths_past_transformer_positions(
+    transformer_workdir, args, text, message):
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  proc = subprocess.run([sys.executable, "-m", "seq2seq_jax.translate",
+                         f"--workdir={transformer_workdir}", *args], input=text, cwd=ROOT,
+                        env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 2 and proc.stdout == ""
+  assert proc.stderr == "error: " + message + POSITIONS + "\n"  # one line, no traceback
 
 
 def test_translate_command(trained, tmp_path):

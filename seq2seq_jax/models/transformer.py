@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from seq2seq_jax.errors import LengthError
 from seq2seq_jax.models.attention import MultiHeadAttention
 from seq2seq_jax.models.dropout import Dropout
 
@@ -152,7 +153,8 @@ class Transformer(nn.Module):
     norm: "pre" (LayerNorm before each sublayer, plus a final one) or "post"
       (after each residual, as in the paper).
     positional: "sinusoidal" or "learned".
-    max_len: longest source or target (positions and the decode cache).
+    max_len: longest source or target (positions and the decode cache);
+      anything longer is refused (`check_positions`).
     tie_output: the output layer reuses the target embedding matrix.
     share_embeddings: one embedding for source and target (needs one
       vocabulary: `data.shared_vocab`).
@@ -199,6 +201,16 @@ class Transformer(nn.Module):
       self.output = nn.Dense(self.tgt_vocab_size)
     self.embed_dropout = Dropout(self.dropout)
 
+  @nn.nowrap
+  def check_positions(self, length: int, what: str) -> None:
+    """Raises LengthError when `length` tokens do not fit the `max_len`
+    positions: past them, position lookups would clamp and cache writes
+    would be dropped, silently. Lengths are static shapes here, so this is a
+    Python check while tracing and costs the compiled program nothing."""
+    if length > self.max_len:
+      raise LengthError(f"{what} needs more than the Transformer's {self.max_len} positions "
+                        "(config.model.transformer.max_len)")
+
   def _embed(self, table: nn.Embed, tokens, offset, train):
     """Scaled embeddings plus positions; tokens [batch, time] starting at
     position `offset` ([batch] or 0)."""
@@ -215,6 +227,7 @@ class Transformer(nn.Module):
 
   def encode(self, src, src_len, train: bool = False) -> dict:
     """src [batch, src_time] -> memory {"outputs" [batch, src_time, d], "src_len"}."""
+    self.check_positions(src.shape[1], f"a source {src.shape[1]} tokens wide")
     table = self.tgt_embed if self.share_embeddings else self.src_embed
     x = self._embed(table, src, 0, train)
     for layer in self.encoder_layers:
@@ -257,6 +270,7 @@ class Transformer(nn.Module):
 
   def _forward(self, src, src_len, tgt_in, train: bool):
     memory = self.encode(src, src_len, train)
+    self.check_positions(tgt_in.shape[1], f"a target {tgt_in.shape[1]} tokens wide")
     y = self._embed(self.tgt_embed, tgt_in, 0, train)
     crosses = []
     for layer in self.decoder_layers:

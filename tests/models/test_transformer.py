@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from seq2seq_jax.errors import LengthError
 from seq2seq_jax.models.transformer import Transformer, sinusoidal_positions
 from tests.models.contract import decode_step_by_step
 from tests.train_steps import compiled_step, init_state
@@ -60,6 +61,26 @@ def test_no_attention_to_future_or_padding():
   pad = np.arange(src2.shape[1])[None, None, None] >= src_len[:, None, None, None]
   assert np.all(w[np.broadcast_to(pad, w.shape)] == 0.0)
   np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_sequences_past_max_len_are_an_error():
+  """Wider than the positions: one LengthError from encoding and from
+  teacher forcing, not clamped position lookups. max_len itself fits."""
+  model = make(max_len=6)
+  src, src_len, tgt = batch(np.random.default_rng(3), src_time=6, tgt_time=6)
+  variables = model.init(jax.random.key(0), src, src_len, tgt)
+  logits, _ = model.apply(variables, src, src_len, tgt)
+  assert logits.shape == (3, 6, TGT_V)
+  wide_src = np.concatenate([src, src[:, :1]], 1)
+  wide_tgt = np.concatenate([tgt, tgt[:, :1]], 1)
+  too_long = " needs more than the Transformer's 6 positions (config.model.transformer.max_len)"
+  calls = [(lambda: model.apply(variables, wide_src, src_len, method=model.encode), "a source"),
+           (lambda: model.apply(variables, wide_src, src_len, tgt), "a source"),
+           (lambda: model.apply(variables, src, src_len, wide_tgt), "a target")]
+  for call, side in calls:
+    with pytest.raises(LengthError) as error:
+      call()
+    assert str(error.value) == side + " 7 tokens wide" + too_long
 
 
 def test_sinusoidal_positions_formula():
