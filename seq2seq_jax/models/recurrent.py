@@ -22,6 +22,7 @@ instead of T small ones):
 An LSTM carry is the tuple `(c, h)`; the others carry `h` alone.
 """
 
+import functools
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -169,16 +170,10 @@ def run_layer(kind: str, params: dict, xp: Array, lengths: Array,
     xp = _reverse_within_length(xp, lengths)
   check_recurrence(recurrence)
   if recurrence == "custom_vjp":
-    valid = jnp.arange(steps)[:, None] < lengths[None, :]  # [time, batch]
-    b_h = params.get("b_h", jnp.zeros((params["w_h"].shape[1],), params["w_h"].dtype))
-    seq = recurrent_vjp.carries(kind, params["w_h"], b_h, time_major_gates(xp, num_gates(kind)),
-                                valid, carry)
-    final = jax.tree.map(lambda s: s[-1], seq)
-    outputs = jnp.where(valid[..., None], carry_hidden(kind, seq), 0.0)
-    outputs = jnp.swapaxes(outputs, 0, 1)
-    if reverse:
-      outputs = _reverse_within_length(outputs, lengths)
-    return outputs, final
+    valid = _valid_steps(steps, lengths)
+    seq = recurrent_vjp.carries(kind, params["w_h"], _recurrent_bias(params),
+                                time_major_gates(xp, num_gates(kind)), valid, carry)
+    return _outputs_and_final(kind, seq, valid, lengths, reverse)
 
   def body(carry, inputs):
     xp_t, t = inputs
@@ -193,6 +188,56 @@ def run_layer(kind: str, params: dict, xp: Array, lengths: Array,
   if reverse:
     outputs = _reverse_within_length(outputs, lengths)
   return outputs, final
+
+
+def _valid_steps(steps: int, lengths: Array) -> Array:
+  return jnp.arange(steps)[:, None] < lengths[None, :]  # [time, batch]
+
+
+def _recurrent_bias(params: dict) -> Array:
+  """A GRU's b_h, zeros for the cells that have none."""
+  return params.get("b_h", jnp.zeros((params["w_h"].shape[1],), params["w_h"].dtype))
+
+
+def _outputs_and_final(kind: str, seq, valid: Array, lengths: Array, reverse: bool):
+  """`run_layer`'s results from the time-major carries of every step."""
+  final = jax.tree.map(lambda s: s[-1], seq)  # padding leaves the carry as it was
+  outputs = jnp.swapaxes(jnp.where(valid[..., None], carry_hidden(kind, seq), 0.0), 0, 1)
+  if reverse:
+    outputs = _reverse_within_length(outputs, lengths)
+  return outputs, final
+
+
+def run_bidirectional(kind: str, params_fwd: dict, params_bwd: dict, x: Array, lengths: Array,
+                      unroll: int = 1, recurrence: str = "scan"):
+  """Both directions of a bidirectional layer over x [batch, time, in]:
+  ((outputs, final) forward, (outputs, final) backward), as two `run_layer`
+  calls give them.
+
+  With "custom_vjp", both directions run in one loop: their weights and
+  (for the backward one, reversed) inputs are stacked on a leading axis and
+  the recurrence is `jax.vmap`ped over it, so each step does one batched
+  matmul for the two directions, and the layer costs half the loop
+  iterations of two separate scans."""
+  check_recurrence(recurrence)
+  if recurrence != "custom_vjp":
+    return tuple(run_layer(kind, p, project(p, x), lengths, reverse=r, unroll=unroll,
+                           recurrence=recurrence)
+                 for p, r in ((params_fwd, False), (params_bwd, True)))
+  batch, steps = x.shape[:2]
+  gates = num_gates(kind)
+  xs = (time_major_gates(project(params_fwd, x), gates),
+        time_major_gates(_reverse_within_length(project(params_bwd, x), lengths), gates))
+  stack = lambda a, b: jax.tree.map(lambda u, v: jnp.stack([u, v]), a, b)  # noqa: E731
+  carry = zero_carry(kind, batch, params_fwd["w_h"].shape[0], x.dtype)
+  valid = _valid_steps(steps, lengths)
+  seq = jax.vmap(functools.partial(recurrent_vjp.carries, kind), in_axes=(0, 0, 0, None, 0))(
+      stack(params_fwd["w_h"], params_bwd["w_h"]),
+      stack(_recurrent_bias(params_fwd), _recurrent_bias(params_bwd)), stack(*xs), valid,
+      stack(carry, carry))
+  return tuple(_outputs_and_final(kind, jax.tree.map(lambda s: s[d], seq), valid, lengths,
+                                  reverse=bool(d))
+               for d in (0, 1))
 
 
 class Cell(nn.Module):
@@ -278,17 +323,17 @@ class RecurrentEncoder(nn.Module):
     finals = []
     in_features = self.in_features
     for layer in range(self.num_layers):
-      directions = [False, True] if self.bidirectional else [False]
-      outs, carries = [], []
-      for reverse in directions:
-        name = f"layer{layer}_{'bwd' if reverse else 'fwd'}"
-        params = Cell(self.kind, in_features, self.features, name=name)()
-        out, final = run_layer(self.kind, params, project(params, x), lengths, reverse=reverse,
-                               unroll=self.unroll, recurrence=self.recurrence)
-        outs.append(out)
-        carries.append(final)
-      x = jnp.concatenate(outs, axis=-1) if len(outs) > 1 else outs[0]
-      finals.append(tuple(carries))
+      fwd = Cell(self.kind, in_features, self.features, name=f"layer{layer}_fwd")()
+      if self.bidirectional:
+        bwd = Cell(self.kind, in_features, self.features, name=f"layer{layer}_bwd")()
+        (out_f, final_f), (out_b, final_b) = run_bidirectional(
+            self.kind, fwd, bwd, x, lengths, unroll=self.unroll, recurrence=self.recurrence)
+        x = jnp.concatenate([out_f, out_b], axis=-1)
+        finals.append((final_f, final_b))
+      else:
+        x, final = run_layer(self.kind, fwd, project(fwd, x), lengths, unroll=self.unroll,
+                             recurrence=self.recurrence)
+        finals.append((final,))
       if layer < self.num_layers - 1 and self.dropout > 0:
         # Padding stays exactly zero: dropout only scales or zeroes.
         x = Dropout(self.dropout, deterministic=not train)(x)
