@@ -1,6 +1,6 @@
 """Models, chosen by name from `config.model.name`.
 
-Every model follows the same contract (DESIGN.md): `__call__` for teacher
+Every model follows the same contract (docs/ARCHITECTURE.md): `__call__` for teacher
 forcing, `encode`, `init_decode_state` and `decode_step` for decoding.
 """
 

@@ -1,6 +1,6 @@
 """Recurrent encoder-decoder models: plain, Bahdanau and Luong decoders.
 
-The model contract (see DESIGN.md), batch-major throughout:
+The model contract (see docs/ARCHITECTURE.md), batch-major throughout:
 
   logits, aux = model.apply(v, src, src_len, tgt_in, train=False)
   memory      = model.apply(v, src, src_len, method=model.encode)
