@@ -79,7 +79,7 @@ def get_config() -> ml_collections.ConfigDict:
   model.transformer.attention_dropout = 0.0  # Dropout on attention weights (model.dropout covers residuals and embeddings).
   model.transformer.norm = "pre"  # LayerNorm placement: "pre" (before each sublayer) or "post" (after each residual, as in the paper).
   model.transformer.positional = "sinusoidal"  # Position encoding: "sinusoidal" or "learned".
-  model.transformer.max_len = 128  # Longest source or target: positions and the decoding cache.
+  model.transformer.max_len = 128  # Longest source or target: positions and the decoding cache; anything longer is an error.
   model.transformer.tie_output = False  # Output layer reuses the target embedding matrix.
   model.transformer.share_embeddings = False  # One embedding for both sides (needs data.shared_vocab).
 
