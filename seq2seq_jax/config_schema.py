@@ -205,7 +205,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     try:
       value = get_field(config, field)
     except (KeyError, AttributeError):
-      raise ConfigError(f"config.{field} is missing (see configs/default.py)") from None
+      raise ConfigError(f"config.{field} is missing (see seq2seq_jax/config_defaults.py)") from None
     check(field, value)
   model = config.model
   memory = model.encoder.hidden * (2 if model.encoder.bidirectional else 1)

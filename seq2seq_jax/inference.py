@@ -7,7 +7,6 @@ Only what inference needs is read; nothing in the workdir is written.
 """
 
 import dataclasses
-import importlib.util
 import json
 import os
 from typing import Optional, Sequence
@@ -17,7 +16,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from seq2seq_jax import decoding, models
+from seq2seq_jax import config_defaults, decoding, models
 from seq2seq_jax.checkpoints import has_checkpoints
 from seq2seq_jax.data import tokenizers
 from seq2seq_jax.errors import CheckpointError
@@ -84,18 +83,10 @@ class Trained:
 
 
 def with_defaults(saved: dict) -> ml_collections.ConfigDict:
-  """A workdir's saved config on top of the current configs/default.py, so a
-  workdir written before a field existed reads that field's default (which
-  is chosen to keep the old behaviour). Without configs/ beside the package
-  (an installed copy), the saved config is used as it is."""
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                      "configs", "default.py")
-  if not os.path.isfile(path):
-    return ml_collections.ConfigDict(saved)
-  spec = importlib.util.spec_from_file_location("_seq2seq_default_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  """A workdir's saved config on top of the package's current defaults
+  (`config_defaults`), so a workdir written before a field existed reads
+  that field's default (which is chosen to keep the old behaviour)."""
+  config = config_defaults.get_config()
 
   def merge(node, values):
     for key, value in values.items():

@@ -26,7 +26,7 @@ def test_config_validates_and_documents_its_command(name):
 
 
 def test_every_default_field_has_a_comment():
-  with open(os.path.join(ROOT, "configs", "default.py")) as f:
+  with open(os.path.join(ROOT, "seq2seq_jax", "config_defaults.py")) as f:
     lines = [l for l in f if " = " in l and l.strip().startswith(("config.", "data.", "model.",
                                                                    "train.", "ev."))]
   bare = [l.strip() for l in lines if "#" not in l and "ConfigDict()" not in l]

@@ -1,5 +1,5 @@
-"""Rewrites the "Every field of configs/default.py" table in README.md from
-the comments in configs/default.py (run after changing a field):
+"""Rewrites the table of config fields in README.md from the comments in
+seq2seq_jax/config_defaults.py (run after changing a field):
 
   python tools/config_table.py
 """
@@ -12,7 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def rows():
   out = []
-  with open(os.path.join(ROOT, "configs", "default.py"), encoding="utf-8") as f:
+  with open(os.path.join(ROOT, "seq2seq_jax", "config_defaults.py"), encoding="utf-8") as f:
     for line in f:
       m = re.match(r"^  (\w+)\.([\w.]+) = (.+?)  # (.*)$", line)
       if not m or "ConfigDict()" in m.group(3):
