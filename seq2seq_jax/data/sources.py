@@ -25,29 +25,8 @@ import os
 from typing import Any, Iterator, Optional
 
 from seq2seq_jax.data import tasks
+from seq2seq_jax.data.pairs import SPLITS, PairStream  # noqa: F401  (re-exported)
 from seq2seq_jax.errors import ConfigError, DataError
-
-SPLITS = ("train", "valid", "test")
-
-
-class PairStream:
-  """A training split too large to hold: re-iterable (source, target) pairs.
-
-  `open_pairs()` must return a fresh iterator over the pairs in the same
-  order every time it is called; iterating a PairStream calls it, so each
-  epoch reads the source again and memory does not grow with its size.
-  """
-
-  def __init__(self, open_pairs, description: str):
-    self._open_pairs = open_pairs
-    self.description = description
-
-  def __iter__(self):
-    return iter(self._open_pairs())
-
-  def __repr__(self) -> str:
-    return f"PairStream({self.description})"
-
 
 def read_tsv(path: str) -> tuple:
   """Reads `source<TAB>target[<TAB>ignored...]` lines into memory.

@@ -38,8 +38,7 @@ import itertools
 import re
 from typing import Iterable, Optional, Sequence
 
-from seq2seq_jax.data import tokenizers
-from seq2seq_jax.data.tokenizers import BOS, EOS, PAD, SPECIALS, UNK
+from seq2seq_jax.data.vocab import BOS, EOS, PAD, SPECIALS, UNK, Tokenizer, Vocab, content_ids
 from seq2seq_jax.errors import ConfigError, DataError
 
 MODEL_TYPES = ("unigram", "bpe")
@@ -77,7 +76,7 @@ def _reason(error: Exception) -> str:
   return re.sub(r"^\w+: \S+\(\d+\) \[.*?\]\s*", "", text) or text
 
 
-class SentencePieceTokenizer(tokenizers._Tokenizer):  # pylint: disable=protected-access
+class SentencePieceTokenizer(Tokenizer):
   """A trained SentencePiece model behind the tokenizer interface.
 
   `split` gives the pieces ("▁the", "<0xE6>", ...), `join` and `decode`
@@ -102,7 +101,7 @@ class SentencePieceTokenizer(tokenizers._Tokenizer):  # pylint: disable=protecte
       raise ValueError(
           f"SentencePiece model's first pieces are {pieces[:4]}, expected "
           f"{list(SPECIALS)} at ids {PAD}, {BOS}, {EOS}, {UNK}")
-    super().__init__(tokenizers.Vocab(pieces[len(SPECIALS):]))
+    super().__init__(Vocab(pieces[len(SPECIALS):]))
     self._sp = sp
     self.model_proto = bytes(model_proto)
 
@@ -198,7 +197,7 @@ class SentencePieceTokenizer(tokenizers._Tokenizer):  # pylint: disable=protecte
   def decode(self, ids: Iterable[int]) -> str:
     """ids -> text: stops at the first EOS, skips PAD and BOS (as the other
     tokenizers' decode does); UNK renders as "<unk>"."""
-    kept = list(tokenizers.content_ids(ids))
+    kept = list(content_ids(ids))
     for i in kept:
       self.vocab.id_to_token(i)  # IndexError outside the vocabulary
     return self._sp.DecodeIds(kept)

@@ -40,7 +40,7 @@ import os
 import sys
 from typing import Any, Iterator
 
-from seq2seq_jax.data import sources
+from seq2seq_jax.data import pairs
 from seq2seq_jax.errors import ConfigError, DataError
 
 # Examples fetched from a data source per call (ArrayRecord reads batches
@@ -83,7 +83,7 @@ def _split_names(data_config):
     raise ConfigError(
         "data.tfds_splits must name the train, valid and test splits, "
         f"comma-separated (e.g. 'train,validation,test'), got {value!r}")
-  return dict(zip(sources.SPLITS, names))
+  return dict(zip(pairs.SPLITS, names))
 
 
 def _window(data_config):
@@ -273,7 +273,7 @@ def load_tfds_splits(name_and_config: str, data_config: Any) -> dict:
     if role == "train" and window:
       def open_pairs(source=source):
         return iter_pairs(source, keys, name)
-      out[role] = sources.PairStream(
+      out[role] = pairs.PairStream(
           open_pairs, f"tfds:{name} {splits[role]} ({len(source)} examples), "
           "read again each epoch")
     else:
