@@ -1,12 +1,7 @@
 """The character and word tokenizers, and making or loading any tokenizer.
 
-Ids 0..3 are reserved for the special tokens in every vocabulary, so models,
-losses and decoders can rely on `PAD == 0` etc. without looking at the vocab:
-
-  PAD  padding; masked out of losses and attention.
-  BOS  fed to the decoder as the first input token.
-  EOS  the decoder's last output token; decoding stops there.
-  UNK  any token the vocabulary does not hold.
+Every vocabulary reserves ids 0..3 for PAD, BOS, EOS and UNK (`vocab.py`,
+whose names are re-exported here).
 
 A tokenizer is saved to a workdir as JSON, `{"kind": "char"|"word",
 "tokens": [...]}`, where `tokens` lists the non-special tokens in id order
