@@ -11,8 +11,9 @@ costs about as much as the operations it runs, that doubles the matmuls of
 the backward loop. Here the backward loop only carries the gradient through
 time and emits each step's gate gradients; the recurrent weights' gradient
 is then one [hidden, time*batch] x [time*batch, gates*hidden] matmul after
-the loop. The forward loop saves each step's gate activations, so the
-backward loop recomputes nothing but the carry's gradient.
+the loop. The forward loop saves each step's recurrent pre-activations
+h @ w_h (+ b_h), one array per step; the backward loop recomputes the gates
+from them elementwise, with no matmul but the one that carries the gradient.
 
 Equations (gate order as in `recurrent`; a = pre-activation, dh' the
 gradient reaching the step's new state; where a row's step is padding,
@@ -39,24 +40,40 @@ import jax.numpy as jnp
 Array = jax.Array
 
 
-def _cell(kind: str, w_h: Array, b_h, carry, x: tuple):
-  """One step: (new carry, saved activations)."""
+def _project(kind: str, w_h: Array, b_h: Array, carry) -> Array:
+  """The recurrent half of the gates' pre-activations: h @ w_h (+ b_h)."""
   if kind == "gru":
-    hr, hz, hn = jnp.split(carry @ w_h + b_h, 3, axis=-1)
+    return carry @ w_h + b_h
+  return (carry[1] if kind == "lstm" else carry) @ w_h
+
+
+def _gates(kind: str, x: tuple, hp: Array) -> tuple:
+  """A step's gate activations from its inputs x and its recurrent part hp."""
+  if kind == "gru":
+    hr, hz, hn = jnp.split(hp, 3, axis=-1)
     r = jax.nn.sigmoid(x[0] + hr)
-    z = jax.nn.sigmoid(x[1] + hz)
-    n = jnp.tanh(x[2] + r * hn)
-    return (1.0 - z) * n + z * carry, (r, z, n, hn)
+    return r, jax.nn.sigmoid(x[1] + hz), jnp.tanh(x[2] + r * hn), hn
   if kind == "lstm":
-    c, h = carry
-    hi, hf, hg, ho = jnp.split(h @ w_h, 4, axis=-1)
-    i = jax.nn.sigmoid(x[0] + hi)
-    f = jax.nn.sigmoid(x[1] + hf)
-    g = jnp.tanh(x[2] + hg)
-    o = jax.nn.sigmoid(x[3] + ho)
-    c = f * c + i * g
-    return (c, o * jnp.tanh(c)), (i, f, g, o)
-  return jnp.tanh(x[0] + carry @ w_h), ()
+    hi, hf, hg, ho = jnp.split(hp, 4, axis=-1)
+    return (jax.nn.sigmoid(x[0] + hi), jax.nn.sigmoid(x[1] + hf), jnp.tanh(x[2] + hg),
+            jax.nn.sigmoid(x[3] + ho))
+  return (jnp.tanh(x[0] + hp),)
+
+
+def _cell(kind: str, w_h: Array, b_h, carry, x: tuple):
+  """One step: (new carry, what the backward pass keeps of it). Only hp is
+  kept (one [batch, gates * hidden] array per step, one write): the
+  backward loop recomputes the gates from it elementwise, no matmul."""
+  hp = _project(kind, w_h, b_h, carry)
+  acts = _gates(kind, x, hp)
+  if kind == "gru":
+    r, z, n, _ = acts
+    return (1.0 - z) * n + z * carry, hp
+  if kind == "lstm":
+    i, f, g, o = acts
+    c = f * carry[0] + i * g
+    return (c, o * jnp.tanh(c)), hp
+  return acts[0], ()
 
 
 def _select(valid: Array, new, old):
@@ -66,9 +83,9 @@ def _select(valid: Array, new, old):
 def _forward(kind, w_h, b_h, xs, valid, carry0, save: bool):
   def body(carry, inputs):
     x, m = inputs
-    new, acts = _cell(kind, w_h, b_h, carry, x)
+    new, hp = _cell(kind, w_h, b_h, carry, x)
     carry = _select(m, new, carry)
-    return carry, ((carry, acts) if save else carry)
+    return carry, ((carry, hp) if save else carry)
 
   _, out = jax.lax.scan(body, carry0, (xs, valid))
   return out
@@ -91,8 +108,8 @@ def carries(kind: str, w_h: Array, b_h: Array, xs: tuple, valid: Array, carry0):
 
 
 def _carries_fwd(kind, w_h, b_h, xs, valid, carry0):
-  seq, acts = _forward(kind, w_h, b_h, xs, valid, carry0, save=True)
-  return seq, (w_h, b_h, valid, carry0, seq, acts)
+  seq, hps = _forward(kind, w_h, b_h, xs, valid, carry0, save=True)
+  return seq, (w_h, b_h, xs, valid, carry0, seq, hps)
 
 
 def _shift(seq, first):
@@ -108,7 +125,7 @@ def _gru_step_grad(w_t, grad, g_out, prev, new, acts, mask):
   da_z = dh_new * (prev - n) * z * (1.0 - z)
   da_r = da_n * hn * r * (1.0 - r)
   gates = jnp.concatenate([da_r, da_z, da_n * r], axis=-1)  # the gradient of h @ w_h + b_h
-  return jnp.where(mask, dh * z, dh) + gates @ w_t, (da_r, da_z, da_n), gates
+  return jnp.where(mask, dh * z, dh) + gates @ w_t, gates, da_n
 
 
 def _lstm_step_grad(w_t, grad, g_out, prev, new, acts, mask):
@@ -121,34 +138,40 @@ def _lstm_step_grad(w_t, grad, g_out, prev, new, acts, mask):
         dc_new * i * (1.0 - g * g), dh_new * tc * o * (1.0 - o))
   gates = jnp.concatenate(da, axis=-1)
   grad = (jnp.where(mask, dc_new * f, dc), jnp.where(mask, 0.0, dh) + gates @ w_t)
-  return grad, da, gates
+  return grad, gates, ()
 
 
 def _rnn_step_grad(w_t, grad, g_out, prev, new, acts, mask):
   dh = grad + g_out
   da = jnp.where(mask, dh, 0.0) * (1.0 - new * new)
-  return jnp.where(mask, 0.0, dh) + da @ w_t, (da,), da
+  return jnp.where(mask, 0.0, dh) + da @ w_t, da, ()
 
 
 _STEP_GRADS = {"gru": _gru_step_grad, "lstm": _lstm_step_grad, "rnn": _rnn_step_grad}
 
 
 def _carries_bwd(kind, residuals, grad_seq):
-  w_h, b_h, valid, carry0, seq, acts = residuals
+  w_h, b_h, xs, valid, carry0, seq, hps = residuals
   prev = _shift(seq, carry0)
   step_grad = functools.partial(_STEP_GRADS[kind], w_h.T)
 
   def body(grad, inputs):
-    g_out, p, new, a, m = inputs
-    grad, dx, gates = step_grad(grad, g_out, p, new, a, m[:, None])
-    return grad, (dx, gates)
+    g_out, p, new, x, hp, m = inputs
+    acts = _gates(kind, x, hp) if kind != "rnn" else ()
+    grad, gates, da_n = step_grad(grad, g_out, p, new, acts, m[:, None])
+    return grad, (gates, da_n)
 
-  grad0, (dxs, gates) = jax.lax.scan(body, jax.tree.map(jnp.zeros_like, carry0),
-                                     (grad_seq, prev, seq, acts, valid), reverse=True)
+  # Each step writes its gates' gradient once; the inputs' gradient is the
+  # same array but for a GRU's candidate gate (da_n, without the factor r).
+  grad0, (gates, da_n) = jax.lax.scan(body, jax.tree.map(jnp.zeros_like, carry0),
+                                     (grad_seq, prev, seq, xs, hps, valid), reverse=True)
   h_prev = prev[1] if kind == "lstm" else prev
   # The recurrent weights' gradient: one matmul over all steps and rows.
   dw_h = jnp.einsum("tbi,tbj->ij", h_prev, gates)
   db_h = jnp.sum(gates, axis=(0, 1)) if kind == "gru" else jnp.zeros_like(b_h)
+  dxs = jnp.split(gates, len(xs), axis=-1)
+  if kind == "gru":
+    dxs[2] = da_n
   return dw_h, db_h, tuple(dxs), None, grad0
 
 
