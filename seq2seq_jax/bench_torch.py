@@ -1,71 +1,38 @@
-"""PyTorch reference models for `seq2seq_jax.benchmark --with_torch`.
+"""PyTorch twins of the benchmark's models, for `seq2seq_jax.benchmark --with_torch`.
 
-Written the way the PyTorch seq2seq tutorials and course code write them
-(eager mode, `nn.GRU` encoder, a Python loop over target steps in the
-attention decoder, `nn.Transformer`), so the benchmark answers "how much
-faster is this than the code people learn from". They compute the same
-function as our JAX models of the same sizes: packed (length-masked) GRU
-encoder, tanh bridge to the decoder's initial state, Bahdanau attention with
-the previous decoder state as query and the key projection done once per
-sequence, masked softmax, readout over [h; context; embedding], masked
-cross-entropy, Adam after global-norm clipping.
+Written the way PyTorch users write seq2seq (eager mode; recurrent encoders
+over packed sequences, a Python loop over target steps in the attention
+decoders, `nn.Transformer`), so the benchmark answers "how much faster is
+this than the code people learn from". Each computes the same function as
+our model of the same name and sizes, and trains it the same way: masked
+cross-entropy, global-norm clipping to 1, Adam. The recurrent twins are in
+`bench_torch_rnn`; the Transformer's is here.
 
-Nothing in the package imports this module except the benchmark, and only
+Nothing in the package imports these modules except the benchmark, and only
 when asked to: PyTorch stays optional.
 """
 
 import math
+import warnings
 
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-PAD = 0
-
-
-class GRUBahdanau(nn.Module):
-  """GRU encoder + GRU decoder with additive attention."""
-
-  def __init__(self, src_vocab, tgt_vocab, embed=64, hidden=256, enc_layers=2, attn_dim=128,
-               dropout=0.1):
-    super().__init__()
-    self.src_embed = nn.Embedding(src_vocab, embed)
-    self.tgt_embed = nn.Embedding(tgt_vocab, embed)
-    self.encoder = nn.GRU(embed, hidden, num_layers=enc_layers, batch_first=True,
-                          dropout=dropout if enc_layers > 1 else 0.0)
-    self.bridge = nn.Linear(hidden, hidden)
-    self.w_query = nn.Linear(hidden, attn_dim, bias=False)
-    self.w_key = nn.Linear(hidden, attn_dim)
-    self.v = nn.Linear(attn_dim, 1, bias=False)
-    self.cell = nn.GRUCell(embed + hidden, hidden)
-    self.out = nn.Linear(hidden + hidden + embed, tgt_vocab)
-    self.drop = nn.Dropout(dropout)
-
-  def forward(self, src, src_len, tgt_in):
-    x = self.drop(self.src_embed(src))
-    packed = pack_padded_sequence(x, src_len.cpu(), batch_first=True, enforce_sorted=False)
-    outputs, final = self.encoder(packed)
-    memory, _ = pad_packed_sequence(outputs, batch_first=True, total_length=src.shape[1])
-    h = torch.tanh(self.bridge(final[-1]))
-    keys = self.w_key(memory)  # once per sequence
-    mask = torch.arange(src.shape[1], device=src.device)[None, :] >= src_len[:, None]
-    emb = self.drop(self.tgt_embed(tgt_in))
-    features = []
-    for t in range(tgt_in.shape[1]):
-      scores = self.v(torch.tanh(keys + self.w_query(h)[:, None, :])).squeeze(-1)
-      weights = torch.softmax(scores.masked_fill(mask, float("-inf")), dim=-1)
-      context = torch.bmm(weights[:, None, :], memory).squeeze(1)
-      h = self.cell(torch.cat([emb[:, t], context], dim=-1), h)
-      features.append(torch.cat([h, context, emb[:, t]], dim=-1))
-    return self.out(self.drop(torch.stack(features, dim=1)))
+from seq2seq_jax import bench_torch_rnn
 
 
 class TransformerSeq2Seq(nn.Module):
-  """Embeddings + sinusoidal positions + `nn.Transformer` (pre-norm) + output layer."""
+  """Embeddings + sinusoidal positions + `nn.Transformer` + output layer.
+
+  Like ours: embeddings scaled by sqrt(d_model), dropout on embeddings, on
+  each sublayer's output and inside the feed-forward layer, none on the
+  attention weights (ours has attention_dropout 0; nn.Transformer's
+  attention modules are told so), LayerNorm's epsilon 1e-6 (Flax's), final
+  LayerNorms with pre-LN (which nn.Transformer always has)."""
 
   def __init__(self, src_vocab, tgt_vocab, d_model=256, heads=4, layers=2, d_ff=1024,
-               dropout=0.1, max_len=1024):
+               dropout=0.1, norm_first=True, max_len=1024):
     super().__init__()
     self.d_model = d_model
     self.src_embed = nn.Embedding(src_vocab, d_model)
@@ -74,8 +41,15 @@ class TransformerSeq2Seq(nn.Module):
     table = np.zeros((max_len, d_model), np.float32)
     table[:, 0::2], table[:, 1::2] = np.sin(pos), np.cos(pos)
     self.register_buffer("positions", torch.from_numpy(table))
-    self.transformer = nn.Transformer(d_model, heads, layers, layers, d_ff, dropout,
-                                      batch_first=True, norm_first=True)
+    with warnings.catch_warnings():
+      # Its advice on nested tensors, which pre-LN layers cannot use: harmless.
+      warnings.filterwarnings("ignore", message="enable_nested_tensor is True")
+      self.transformer = nn.Transformer(d_model, heads, layers, layers, d_ff, dropout,
+                                        layer_norm_eps=1e-6, batch_first=True,
+                                        norm_first=norm_first)
+    for module in self.transformer.modules():
+      if isinstance(module, nn.MultiheadAttention):
+        module.dropout = 0.0  # read at every call: no dropout on attention weights
     self.out = nn.Linear(d_model, tgt_vocab)
     self.drop = nn.Dropout(dropout)
 
@@ -91,25 +65,55 @@ class TransformerSeq2Seq(nn.Module):
     return self.out(y)
 
 
-def make_model(kind: str, src_vocab: int, tgt_vocab: int, sizes: dict, dropout: float):
-  if kind == "gru_bahdanau":
-    return GRUBahdanau(src_vocab, tgt_vocab, sizes["embed"], sizes["hidden"], sizes["layers"],
-                       sizes["attn_dim"], dropout)
-  if kind == "transformer":
-    return TransformerSeq2Seq(src_vocab, tgt_vocab, sizes["d_model"], sizes["heads"],
-                              sizes["layers"], sizes["d_ff"], dropout)
-  raise ValueError(f"no PyTorch reference for {kind!r}")
+def _recurrent(model: str):
+  """"gru_bahdanau" -> ("gru", "bahdanau")."""
+  cell, decoder = model.split("_")
+  return cell, decoder
 
 
-def step_timer(kind: str, src_vocab: int, tgt_vocab: int, sizes: dict, dropout: float,
-               batch: dict, threads: int):
-  """Returns (step, num_params): step() runs one optimizer step on `batch`
-  (NumPy arrays as made by our batcher) and returns the loss."""
+def make_model(model: str, sizes: dict):
+  """The twin of benchmark.build_model(model, sizes). sizes: benchmark.Sizes
+  as a dict, plus "norm_first" for the Transformer (our model's norm)."""
+  s = sizes
+  if model == "transformer":
+    return TransformerSeq2Seq(s["src_vocab"], s["tgt_vocab"], s["d_model"], s["heads"],
+                              s["transformer_layers"], s["d_ff"], s["dropout"],
+                              s["norm_first"])
+  return bench_torch_rnn.make_model(*_recurrent(model), s)
+
+
+def describe(model: str, sizes: dict) -> str:
+  """One line: the PyTorch modules the twin of `model` uses, and its loop."""
+  s = sizes
+  if model == "transformer":
+    norm = "pre-LN, norm_first=True" if s["norm_first"] else "post-LN"
+    return (f"nn.Embedding x sqrt(d) + sinusoidal positions, nn.Transformer (d_model "
+            f"{s['d_model']}, {s['heads']} heads, {s['transformer_layers']}+"
+            f"{s['transformer_layers']} layers, FFN {s['d_ff']}, {norm}, dropout "
+            f"{s['dropout']:g}, attention-weight dropout 0) with padding and causal masks, "
+            "nn.Linear output; all target positions at once")
+  return bench_torch_rnn.describe(*_recurrent(model), s)
+
+
+def extra_params(model: str, sizes: dict) -> int:
+  """How many more parameters the twin has than our model: nn.RNN's and
+  nn.LSTM's second bias per gate, in every encoder and decoder layer."""
+  if model == "transformer":
+    return 0
+  cell, _ = _recurrent(model)
+  return bench_torch_rnn.extra_params(cell, sizes["hidden"],
+                                      sizes["layers"] + sizes["decoder_layers"])
+
+
+def step_timer(model: str, sizes: dict, batch: dict, threads: int):
+  """Returns (step, num_params): step() runs one optimizer step of the twin
+  on `batch` (NumPy arrays as made by our batcher) and returns the loss as a
+  Python float, which waits for the step to finish."""
   torch.manual_seed(0)
   torch.set_num_threads(threads)
-  model = make_model(kind, src_vocab, tgt_vocab, sizes, dropout)
-  model.train()
-  opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+  net = make_model(model, sizes)
+  net.train()
+  opt = torch.optim.Adam(net.parameters(), lr=1e-3)
   src = torch.from_numpy(np.asarray(batch["src"], np.int64))
   src_len = torch.from_numpy(np.asarray(batch["src_len"], np.int64)).clamp(min=1)
   tgt_in = torch.from_numpy(np.asarray(batch["tgt_in"], np.int64))
@@ -118,13 +122,13 @@ def step_timer(kind: str, src_vocab: int, tgt_vocab: int, sizes: dict, dropout: 
 
   def step():
     opt.zero_grad(set_to_none=True)
-    logits = model(src, src_len, tgt_in)
+    logits = net(src, src_len, tgt_in)
     losses = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                          tgt_out.reshape(-1), reduction="none")
     loss = (losses * weights.reshape(-1)).sum() / weights.sum().clamp(min=1.0)
     loss.backward()
-    nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    nn.utils.clip_grad_norm_(net.parameters(), 1.0)
     opt.step()
-    return float(loss)
+    return loss.item()  # float(loss) would warn: it requires grad
 
-  return step, sum(p.numel() for p in model.parameters())
+  return step, sum(p.numel() for p in net.parameters())

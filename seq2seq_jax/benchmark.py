@@ -41,7 +41,7 @@ target length T) on synthetic batches in the batcher's exact format:
 Sweeps:
 * the date point (--date, source 32 and target 12 like the built-in date
   task) at --batch_size: the headline table;
-* lengths (--lengths, S = T = L) at --batch_size;
+* lengths (--lengths, S = T = L) at --batch_size (--lengths= for none);
 * batch sizes (--batch_sizes) at the date point.
 --preset sets the defaults of the lengths, batch sizes, cap and time limit
 below: "cpu" (lengths 16-256, batches 16,64,256), "gpu" (lengths 16-512,
@@ -56,7 +56,8 @@ long-sequence comparison, and every point costs compilations (a train step,
 its initialization and, where decoded, greedy and beam search: several
 seconds each on 2 cores), which dominate a CPU run. With these defaults a
 run of all models takes roughly a quarter of an hour on a 2-core machine
-(more with --with_torch); --decode_max_len, --lengths and --models shorten it.
+(more with --with_torch, which times every model's twin at every point);
+--decode_max_len, --lengths and --models shorten it.
 
 Recurrence variants (--variants): one GRU encoder layer (--variant_batch x
 --variant_length, --embed inputs, --hidden units), forward + backward
@@ -66,13 +67,25 @@ inputs): `recurrent.run_layer` at several `unroll`s; the same layer as
 step) against our hand-written scan (input projection hoisted); and, on a GPU
 only, cuDNN's LSTM (`jax.experimental.rnn`) against our LSTM layer.
 
---with_torch times the PyTorch reference models of `bench_torch` on the
-same NumPy batches, with the same warm-up and repeats, at every point of
-gru_bahdanau and transformer, and reports torch / jax (above 1: JAX is
-faster). PyTorch is imported only then, and stays optional. --goals
-compares the results with the project's speed goals (reported, never
-asserted); with --with_torch it adds the goal's GRU+Bahdanau with hidden 64
-and 1 layer at the date point.
+--with_torch times, at every point, the PyTorch twin of each model
+(`bench_torch`, `bench_torch_rnn`: the same function written the way PyTorch
+users write it; the report describes each in a line) on the same NumPy
+batches, and reports torch / jax (above 1: JAX is faster) and both parameter
+counts. The two are timed in turns, since a shared machine's speed drifts:
+after their warm-ups, --rounds rounds of each side's share of --repeats
+steps, the order swapped every round; the median is over all timed steps.
+PyTorch is imported only then, and stays optional. --goals compares the
+results with the speed issue's targets (`GOALS`; reported, never
+asserted); with --with_torch it adds the points the targets name beside the
+headline: GRU+Bahdanau with hidden 64 and 1+1 layers, and the Transformer at
+dropout 0 and 0.1.
+
+The default sizes are the targets': RNNs embed 64, hidden 256, 2 encoder + 2
+decoder layers, attention 128; Transformer d_model 256, 4 heads, 2+2 layers,
+FFN 4x; dropout 0.1. The date point, (32, 12) at batch 64 with vocabularies
+40/16, is the built-in date task's largest length bucket (its sources are
+up to 28 characters, padded to 32; its targets 10 characters + <eos>, padded
+to 12) and its character vocabularies.
 """
 
 import dataclasses
@@ -85,8 +98,7 @@ import resource
 import shlex
 import sys
 import time
-import warnings
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -111,7 +123,6 @@ RNN_MODELS = {
     "gru_luong": ("gru", "luong"),
 }
 MODELS = tuple(RNN_MODELS) + ("transformer",)
-TORCH_MODELS = ("gru_bahdanau", "transformer")  # those `bench_torch` has a twin of
 TORCH_MAX_LEN = 1024  # positions of bench_torch's Transformer
 FIRST_TOKEN = 4  # ids below are <pad>, <bos>, <eos>, <unk>
 
@@ -130,12 +141,13 @@ CAPPED_MODELS = ("rnn_plain", "rnn_bahdanau", "lstm_plain", "lstm_bahdanau")
 @dataclasses.dataclass(frozen=True)
 class Sizes:
   """Model sizes. The recurrent models use embed, hidden (encoder and
-  decoder), layers (encoder; the decoder has one) and attention_dim; the
+  decoder), layers (encoder), decoder_layers and attention_dim; the
   Transformer d_model, heads, transformer_layers (encoder and decoder each)
   and d_ff."""
   embed: int = 64
   hidden: int = 256
   layers: int = 2
+  decoder_layers: int = 2
   attention_dim: int = 128
   d_model: int = 256
   heads: int = 4
@@ -172,6 +184,7 @@ class Options:
   capped_max_len: Optional[int] = None  # 0 = no cap
   matmul_sizes: tuple = (512, 1024, 2048)
   with_torch: bool = False
+  rounds: int = 3  # JAX and PyTorch take turns at a point in this many rounds
   torch_threads: int = os.cpu_count() or 1
   goals: bool = True
   seed: int = 0
@@ -206,8 +219,8 @@ class Options:
 
 def validate(options: Options) -> None:
   """Raises ConfigError naming the first bad value (checked before any work)."""
-  def positive_ints(name, values):
-    if not values:
+  def positive_ints(name, values, empty_ok=False):
+    if not values and not empty_ok:
       raise ConfigError(f"--{name} must list at least one value")
     for v in values:
       if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
@@ -222,7 +235,7 @@ def validate(options: Options) -> None:
         raise ConfigError(f"--{name}: unknown model {m!r}; choose from {', '.join(MODELS)}")
   if len(set(o.models)) != len(o.models):
     raise ConfigError(f"--models lists a model twice: {','.join(o.models)}")
-  positive_ints("lengths", o.lengths)
+  positive_ints("lengths", o.lengths, empty_ok=True)  # none: no length sweep
   positive_ints("batch_sizes", o.batch_sizes)
   positive_ints("batch_size", [o.batch_size])
   if len(o.date) != 2:
@@ -230,8 +243,8 @@ def validate(options: Options) -> None:
   positive_ints("date", o.date)
   positive_ints("matmul_sizes", o.matmul_sizes)
   s = o.sizes
-  for name in ("embed", "hidden", "layers", "attention_dim", "d_model", "heads",
-               "transformer_layers", "d_ff"):
+  for name in ("embed", "hidden", "layers", "decoder_layers", "attention_dim", "d_model",
+               "heads", "transformer_layers", "d_ff"):
     positive_ints(name, [getattr(s, name)])
   if s.d_model % s.heads:
     raise ConfigError(f"--d_model ({s.d_model}) must be divisible by --heads ({s.heads})")
@@ -248,6 +261,7 @@ def validate(options: Options) -> None:
   positive_ints("variant_length", [o.variant_length])
   positive_ints("variant_unrolls", o.variant_unrolls)
   positive_ints("torch_threads", [o.torch_threads])
+  positive_ints("rounds", [o.rounds])
   for name in ("warmup", "decode_max_len", "capped_max_len"):
     if getattr(o, name) < 0:
       raise ConfigError(f"--{name} must be >= 0, got {getattr(o, name)}")
@@ -304,7 +318,8 @@ def build_model(name: str, sizes: Sizes, max_len: int = 256):
   return RNNSeq2Seq(src_vocab_size=sizes.src_vocab, tgt_vocab_size=sizes.tgt_vocab,
                     embed_dim=sizes.embed, encoder_cell=cell, encoder_hidden=sizes.hidden,
                     encoder_layers=sizes.layers, bidirectional=False, decoder=decoder,
-                    decoder_cell=cell, decoder_hidden=sizes.hidden, decoder_layers=1,
+                    decoder_cell=cell, decoder_hidden=sizes.hidden,
+                    decoder_layers=sizes.decoder_layers,
                     attention_score="general" if decoder == "luong" else "additive",
                     attention_dim=sizes.attention_dim, dropout=sizes.dropout)
 
@@ -317,13 +332,11 @@ def optimizer_config() -> ml_collections.ConfigDict:
       end_lr_factor=0.05, grad_clip_norm=1.0, weight_decay=0.0, precision="float32"))
 
 
-def torch_sizes(name: str, sizes: Sizes) -> dict:
-  """The `sizes` dict of `bench_torch.make_model` for our sizes."""
-  if name == "transformer":
-    return {"d_model": sizes.d_model, "heads": sizes.heads, "layers": sizes.transformer_layers,
-            "d_ff": sizes.d_ff}
-  return {"embed": sizes.embed, "hidden": sizes.hidden, "layers": sizes.layers,
-          "attn_dim": sizes.attention_dim}
+def twin_sizes(name: str, sizes: Sizes) -> dict:
+  """The `sizes` of `bench_torch.make_model`: ours, and our Transformer's
+  normalization, which its twin follows."""
+  norm_first = build_model(name, sizes).norm == "pre" if name == "transformer" else None
+  return dict(dataclasses.asdict(sizes), norm_first=norm_first)
 
 
 # -- FLOPs ----------------------------------------------------------------------
@@ -343,11 +356,13 @@ def _rnn_forward_flops(cell: str, decoder: str, s: Sizes, b: int, src: int, tgt:
   for layer in range(s.layers):
     flops += _mm(b * src, e if layer == 0 else h, gh)
     flops += _mm(b * src, h, gh)
-  # Bridge: tanh(W s + b) per part of the decoder's initial carry.
-  flops += (2 if cell == "lstm" else 1) * _mm(b, h, h)
-  # Decoder: the embedding's share of the input projection (hoisted) and the
-  # recurrence at every target step.
-  flops += _mm(b * tgt, e, gh) + _mm(b * tgt, h, gh)
+  # Bridge: tanh(W s + b) per part of each decoder layer's initial carry.
+  flops += (2 if cell == "lstm" else 1) * s.decoder_layers * _mm(b, h, h)
+  # Decoder: the embedding's share of the first layer's input projection
+  # (hoisted), the other layers' input projections, and the recurrence of
+  # every layer at every target step.
+  flops += _mm(b * tgt, e, gh) + (s.decoder_layers - 1) * _mm(b * tgt, h, gh)
+  flops += s.decoder_layers * _mm(b * tgt, h, gh)
   if decoder == "plain":
     flops += _mm(b, h, gh)  # the fixed context's share of the input projection, once
     readout = h + h + e  # [h_t; c; e(y_{t-1})]
@@ -520,17 +535,42 @@ def _summary_ms(seconds: Sequence[float]) -> dict:
           "times_ms": ms}
 
 
+def time_turns(calls: dict, warmup: int, repeats: int, rounds: int = 1) -> dict:
+  """Times each of `calls` (name -> a function that returns when its work is
+  done) `repeats` times, the calls taking turns: after every call's
+  warm-up, `rounds` rounds in which each runs its share of the repeats, the
+  order reversed every round, so that a drift in the machine's speed (other
+  work on a shared machine) reaches all of them alike.
+
+  Returns name -> min / median / max ms over all timed calls, the times,
+  and the median of each round.
+  """
+  for fn in calls.values():
+    for _ in range(warmup):
+      fn()
+  rounds = min(rounds, repeats)
+  shares = [repeats // rounds + (i < repeats % rounds) for i in range(rounds)]
+  seconds = {name: [] for name in calls}
+  round_medians = {name: [] for name in calls}
+  order = list(calls)
+  for share in shares:
+    for name in order:
+      times = []
+      for _ in range(share):
+        start = time.perf_counter()
+        calls[name]()
+        times.append(time.perf_counter() - start)
+      seconds[name] += times
+      round_medians[name].append(1e3 * float(np.median(times)))
+    order.reverse()
+  return {name: {**_summary_ms(seconds[name]), "round_medians_ms": round_medians[name]}
+          for name in calls}
+
+
 def time_calls(fn: Callable[[], Any], warmup: int, repeats: int) -> dict:
   """Calls fn() warmup times, then times `repeats` calls, each one ended by
   `jax.block_until_ready` on its result."""
-  for _ in range(warmup):
-    jax.block_until_ready(fn())
-  seconds = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    seconds.append(time.perf_counter() - start)
-  return _summary_ms(seconds)
+  return time_turns({"fn": lambda: jax.block_until_ready(fn())}, warmup, repeats)["fn"]
 
 
 def _lower_and_compile(jitted, *args):
@@ -542,35 +582,36 @@ def _lower_and_compile(jitted, *args):
   return compiled, {"lower_s": lowered_at - start, "compile_s": done - lowered_at}
 
 
-def time_train_step(model, batch: dict, warmup: int, repeats: int, seed: int = 0):
-  """Compiles and times the real train step on one batch (already on the
-  device: the host-to-device copy of a batch is not part of the step time).
+class TrainStep:
+  """The real train step of `model` (`training.step_function`, jitted with
+  the state donated, as `training.jit_train_step` does), compiled for one
+  batch, which goes to the device first: the host-to-device copy of a
+  batch is not part of the step time.
 
-  Returns (record, state): record has "compile" (lower_s, compile_s),
-  "step" (min/median/max ms), "num_params", "xla_flops", "compiled_memory";
-  state is the train state after the last step (its params serve decoding).
+  Calling it runs one step and waits for it; `state` is the train state
+  after the last step (its params serve decoding); `record()` has
+  "compile" (lower_s, compile_s), "num_params", "xla_flops",
+  "compiled_memory".
   """
-  batch = jax.device_put(batch)
-  rng = jax.random.key(seed)
-  state = training.create_train_state(model, optimizer_config(), rng, batch)
-  jax.block_until_ready(state)  # parameter init is not compile time
-  step = jax.jit(training.step_function(), donate_argnums=(0,))
-  compiled, compile_times = _lower_and_compile(step, state, batch, rng)
 
-  def one_step():
-    nonlocal state
-    state, metrics = compiled(state, batch, rng)  # the old state is donated
-    return state, metrics
+  def __init__(self, model, batch: dict, seed: int = 0):
+    self.batch = jax.device_put(batch)
+    self.rng = jax.random.key(seed)
+    self.state = training.create_train_state(model, optimizer_config(), self.rng, self.batch)
+    jax.block_until_ready(self.state)  # parameter init is not compile time
+    step = jax.jit(training.step_function(), donate_argnums=(0,))
+    self.compiled, self.compile_times = _lower_and_compile(step, self.state, self.batch,
+                                                           self.rng)
 
-  timing = time_calls(one_step, warmup, repeats)
-  record = {
-      "compile": compile_times,
-      "step": timing,
-      "num_params": int(sum(x.size for x in jax.tree.leaves(state.params))),
-      "xla_flops": xla_flops(compiled),
-      "compiled_memory": compiled_memory(compiled),
-  }
-  return record, state
+  def __call__(self) -> None:
+    self.state, metrics = self.compiled(self.state, self.batch, self.rng)  # old state donated
+    jax.block_until_ready((self.state, metrics))
+
+  def record(self) -> dict:
+    return {"compile": self.compile_times,
+            "num_params": int(sum(x.size for x in jax.tree.leaves(self.state.params))),
+            "xla_flops": xla_flops(self.compiled),
+            "compiled_memory": compiled_memory(self.compiled)}
 
 
 def time_decode(model, params, src: np.ndarray, src_len: np.ndarray, max_len: int,
@@ -588,28 +629,16 @@ def time_decode(model, params, src: np.ndarray, src_len: np.ndarray, max_len: in
           "tokens_per_s": float(np.sum(out["lengths"])) / seconds}
 
 
-def time_torch_step(name: str, sizes: Sizes, batch: dict, warmup: int, repeats: int,
-                    threads: int) -> dict:
-  """Times bench_torch's twin of `name` on the same NumPy batch. Its step()
-  returns float(loss), which waits for the step to finish."""
+def torch_step(name: str, sizes: Sizes, batch: dict, threads: int):
+  """bench_torch's twin of `name` on the same NumPy batch: (step, record).
+  step() runs one optimizer step and returns the loss as a Python number,
+  which waits for the step to finish; record has the twin's description and
+  parameter counts."""
   from seq2seq_jax import bench_torch  # noqa: PLC0415  (the one place torch is imported)
-  with warnings.catch_warnings():
-    # PyTorch's advice on float(loss) and on nested tensors with norm_first:
-    # harmless here, and repeated at every point.
-    warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad")
-    warnings.filterwarnings("ignore", message="enable_nested_tensor is True")
-    step, num_params = bench_torch.step_timer(name, sizes.src_vocab, sizes.tgt_vocab,
-                                              torch_sizes(name, sizes), sizes.dropout, batch,
-                                              threads)
-    for _ in range(warmup):
-      step()
-    seconds = []
-    for _ in range(repeats):
-      start = time.perf_counter()
-      step()
-      seconds.append(time.perf_counter() - start)
-  return {"status": "ok", "num_params": int(num_params), "threads": threads,
-          **_summary_ms(seconds)}
+  twin = twin_sizes(name, sizes)
+  step, num_params = bench_torch.step_timer(name, twin, batch, threads)
+  return step, {"twin": bench_torch.describe(name, twin), "num_params": int(num_params),
+                "extra_params": bench_torch.extra_params(name, twin), "threads": threads}
 
 
 # -- recurrence variants ------------------------------------------------------------
@@ -691,7 +720,7 @@ def time_variants(sizes: Sizes, batch: int = 64, length: int = 32, unrolls=(1, 2
 class _Point:
   """One (model, sizes, batch, lengths) to measure, and the sweeps it is in."""
   model: str
-  label: str  # the model name, or e.g. "gru_bahdanau_h64_l1" for a resized twin
+  label: str  # the model name, or a goal's label for its sizes ("gru_bahdanau_h64_l1")
   sizes: Sizes
   batch: int
   src_len: int
@@ -706,7 +735,8 @@ class _Point:
 def plan(options: Options) -> list:
   """The points of a run, in the order they are measured: per model, the
   batch sweep at the date point (it contains the headline point at
-  --batch_size), then the length sweep; then the goal's extra point."""
+  --batch_size), then the length sweep; then the goals' extra points (at
+  the date point, where a target's sizes are not the headline's)."""
   o = options
   src_d, tgt_d = o.date
   points = {}
@@ -719,7 +749,7 @@ def plan(options: Options) -> list:
       points[key].decode |= decode
       return
     points[key] = _Point(model, label, sizes, b, s, t, [sweep], [chain], decode,
-                         o.with_torch and model in TORCH_MODELS, capped)
+                         o.with_torch, capped)
 
   for model in o.models:
     for b in sorted(set(o.batch_sizes) | {o.batch_size}):
@@ -733,11 +763,11 @@ def plan(options: Options) -> list:
                 and length > o.capped_max_len)
       add(model, model, o.sizes, o.batch_size, length, length, "length", (model, "length"),
           o.decode and length <= o.decode_max_len, capped)
-  if o.with_torch and o.goals and "gru_bahdanau" in o.models:
-    # (With --hidden=64 --layers=1 this is the headline point itself.)
-    small = dataclasses.replace(o.sizes, hidden=64, layers=1)
-    add("gru_bahdanau", "gru_bahdanau_h64_l1", small, o.batch_size, src_d, tgt_d, "goal",
-        ("gru_bahdanau_h64_l1", "goal"), False)
+  if o.with_torch and o.goals:
+    for goal in GOALS:  # the sizes the targets name beside the headline's
+      if goal.point and goal.model in o.models:
+        add(goal.model, goal.label, dataclasses.replace(o.sizes, **goal.point), o.batch_size,
+            src_d, tgt_d, "goal", (goal.label, "goal"), False)
   return list(points.values())
 
 
@@ -782,35 +812,47 @@ class _SkipRule:
       self.last[chain] = (record, flops)
 
 
-def measure_point(p: _Point, options: Options, peak_gflops: float) -> dict:
-  """Train step (and decoding, and PyTorch, as planned) at one point."""
+def measure_point(p: _Point, options: Options, peak_gflops: float,
+                  torch_skip: Optional[dict] = None) -> dict:
+  """Train step (and decoding, and PyTorch, as planned) at one point. JAX
+  and PyTorch take turns (`time_turns`); torch_skip: why PyTorch is not
+  run here (a record with status "skipped"), or None."""
   o = options
   batch = synthetic_batch(p.batch, p.src_len, p.tgt_len, p.sizes.src_vocab,
                           p.sizes.tgt_vocab, o.seed)
   model = build_model(p.model, p.sizes, max_len=max(p.src_len, p.tgt_len))
-  train, state = time_train_step(model, batch, o.warmup, o.repeats, o.seed)
+  train = TrainStep(model, batch, o.seed)
+  calls = {"jax": train}
+  if p.torch and torch_skip is None:
+    calls["torch"], torch_record = torch_step(p.model, p.sizes, batch, o.torch_threads)
+  times = time_turns(calls, o.warmup, o.repeats, o.rounds)
+  info = train.record()
   flops = analytic_flops(p.model, p.sizes, p.batch, p.src_len, p.tgt_len)
-  seconds = train["step"]["median_ms"] / 1e3
+  seconds = times["jax"]["median_ms"] / 1e3
   tokens = float(batch["weights"].sum())
   achieved = flops / seconds / 1e9
   record = {
       "status": "ok",
-      "num_params": train["num_params"],
-      "compile": train["compile"],
-      "step": train["step"],
+      "num_params": info["num_params"],
+      "compile": info["compile"],
+      "step": times["jax"],
       "target_tokens": tokens,
       "tokens_per_s": tokens / seconds,
-      "flops": {"analytic": flops, "xla": train["xla_flops"],
+      "flops": {"analytic": flops, "xla": info["xla_flops"],
                 "achieved_gflops": achieved, "peak_fraction": achieved / peak_gflops},
-      "memory": {**memory_snapshot(), "compiled": train["compiled_memory"]},
+      "memory": {**memory_snapshot(), "compiled": info["compiled_memory"]},
   }
+  if "torch" in times:
+    record["torch"] = {"status": "ok", **torch_record, **times["torch"],
+                       "ratio": times["torch"]["median_ms"] / times["jax"]["median_ms"]}
+  elif p.torch:
+    record["torch"] = torch_skip
   if p.decode:
     record["decode"] = {}
     for beam in sorted({1, o.beam_size}):
       name = "greedy" if beam == 1 else f"beam{beam}"
-      record["decode"][name] = time_decode(model, state.params, batch["src"], batch["src_len"],
-                                           p.tgt_len, beam, o.decode_repeats)
-  record["_numpy_batch"] = batch  # for PyTorch; dropped before the record is stored
+      record["decode"][name] = time_decode(model, train.state.params, batch["src"],
+                                           batch["src_len"], p.tgt_len, beam, o.decode_repeats)
   return record
 
 
@@ -870,19 +912,17 @@ def run(options: Options, command: Optional[str] = None,
                       "estimated_seconds": estimate})
       log(f"{where}: skipped, {reason}")
       continue
+    torch_skip = _torch_skip(p, flops, skip_torch) if p.torch else None
     try:
-      record = measure_point(p, o, peak)
+      record = measure_point(p, o, peak, torch_skip)
     except Exception as e:  # noqa: BLE001  (one failing point, e.g. out of memory, ends no run)
       message = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
       records.append({**head, "status": "error", "reason": message})
       log(f"{where}: error, {message}")
       continue
-    batch = record.pop("_numpy_batch")
     skip.measured(p.chains, record, flops)
-    if p.torch:
-      record["torch"] = _torch_point(p, o, batch, flops, skip_torch)
-      if record["torch"]["status"] == "ok":
-        record["torch"]["ratio"] = record["torch"]["median_ms"] / record["step"]["median_ms"]
+    if record.get("torch", {}).get("status") == "ok":
+      skip_torch.measured(p.chains, record["torch"], flops)
     records.append({**head, **record})
     log(f"{where}: {_progress_line(records[-1])}")
   results["points"] = records
@@ -900,60 +940,76 @@ def run(options: Options, command: Optional[str] = None,
   return results
 
 
-def _torch_point(p: _Point, o: Options, batch: dict, flops: int, skip: _SkipRule) -> dict:
-  """The PyTorch twin at one point, under the same skip rule as JAX."""
+def _torch_skip(p: _Point, flops: int, skip: _SkipRule) -> Optional[dict]:
+  """Why the PyTorch twin is not run at this point (under the same skip
+  rule as JAX), as its record; None if it is run."""
   if p.model == "transformer" and max(p.src_len, p.tgt_len) > TORCH_MAX_LEN:
     return {"status": "skipped",
             "reason": f"bench_torch's Transformer has {TORCH_MAX_LEN} positions"}
   reason, estimate = skip.check(p.chains, flops)
   if reason:
     return {"status": "skipped", "reason": reason, "estimated_seconds": estimate}
-  record = time_torch_step(p.model, p.sizes, batch, o.warmup, o.repeats, o.torch_threads)
-  skip.measured(p.chains, record, flops)
-  return record
+  return None
 
 
 # -- goals ----------------------------------------------------------------------------
 
-def _find(points, model, sweep="date"):
-  return next((r for r in points if r["model"] == model and sweep in r["sweeps"]
-               and r["status"] == "ok"), None)
+class Goal(NamedTuple):
+  """A target of the speed issue: PyTorch / JAX train-step time of `model`
+  at the date point at least `target` (above it when `strict`).
+
+  sizes: the sizes the target names (a note says which the measurement
+    differs in); point: what changes from --sizes to measure it ({}: the
+    headline point; else an extra point labelled `label`)."""
+  goal: str
+  model: str
+  target: float
+  sizes: dict
+  point: dict = {}
+  label: str = ""
+  strict: bool = False
+
+
+_H256 = dict(hidden=256, layers=2, decoder_layers=2)
+GOALS = (
+    Goal("GRU + Bahdanau h256 (2+2 layers)", "gru_bahdanau", 2.0, _H256),
+    Goal("GRU + Bahdanau h64 (1+1 layers)", "gru_bahdanau", 5.0,
+         dict(hidden=64, layers=1, decoder_layers=1),
+         dict(hidden=64, layers=1, decoder_layers=1), "gru_bahdanau_h64_l1"),
+    Goal("plain GRU h256 (2+2 layers)", "gru_plain", 1.5, _H256),
+    Goal("Transformer d256, dropout 0", "transformer", 1.2, dict(d_model=256, dropout=0.0),
+         dict(dropout=0.0), "transformer_dropout0"),
+    Goal("Transformer d256, dropout 0.1", "transformer", 1.2, dict(d_model=256, dropout=0.1),
+         dict(dropout=0.1), "transformer_dropout0.1"),
+) + tuple(Goal(f"{m} (every other model): ahead", m, 1.0, {}, strict=True)
+          for m in ("rnn_plain", "lstm_plain", "rnn_bahdanau", "lstm_bahdanau", "gru_luong"))
 
 
 def compute_goals(results: dict) -> list:
-  """The project's speed goals, measured against their targets (at the
-  headline date point; the h64 goal at its own point). A goal that was not
-  measured (no --with_torch, model not run) has measured None."""
-  points = results["points"]
-  gru = _find(points, "gru_bahdanau")
-  small = _find(points, "gru_bahdanau", "goal")
-  transformer = _find(points, "transformer")
-
-  def ratio(r):
-    t = r and r.get("torch")
-    return t["ratio"] if t and t.get("status") == "ok" else None
-
-  def sizes_note(r, hidden, layers):
-    if r and (r["sizes"]["hidden"], r["sizes"]["layers"]) != (hidden, layers):
-      return (f"measured at hidden {r['sizes']['hidden']}, "
-              f"{_plural(r['sizes']['layers'], 'layer')}")
-    return ""
-
-  goals = [
-      ("GRU+Bahdanau h256 2 layers: train step vs PyTorch", "speed-up", 2.0, ratio(gru),
-       sizes_note(gru, 256, 2)),
-      ("GRU+Bahdanau h256 2 layers: fraction of matmul peak", "fraction", 0.6,
-       gru and gru["flops"]["peak_fraction"], sizes_note(gru, 256, 2)),
-      ("GRU+Bahdanau h64 1 layer: train step vs PyTorch", "speed-up", 5.0, ratio(small), ""),
-      ("Transformer: train step vs PyTorch", "speed-up", 1.5, ratio(transformer), ""),
-  ]
+  """The speed issue's targets (`GOALS`), each with the PyTorch / JAX ratio
+  measured at its point (the headline date point at --batch_size, or the
+  goal's own sizes there) and whether it is met. A target not measured (no
+  --with_torch, model not run, PyTorch skipped) has measured None."""
+  o = results["options"]
+  src_len, tgt_len = o["date"]
   out = []
-  for name, unit, target, measured, note in goals:
+  for g in GOALS:
+    sizes = dict(o["sizes"], **g.point)
+    r = next((r for r in results["points"]
+              if r["model"] == g.model and r["sizes"] == sizes and r["status"] == "ok"
+              and (r["batch"], r["src_len"], r["tgt_len"]) == (o["batch_size"], src_len,
+                                                                 tgt_len)), None)
+    t = r and r.get("torch")
+    measured = t["ratio"] if t and t.get("status") == "ok" else None
     if measured is None:
-      note = ("not measured (needs --with_torch and the model in --models)"
-              if unit == "speed-up" else "not measured (needs gru_bahdanau in --models)")
-    out.append({"goal": name, "unit": unit, "target": target, "measured": measured,
-                "met": None if measured is None else bool(measured >= target), "note": note})
+      note = "not measured (needs --with_torch, --goals and the model in --models)"
+      met = None
+    else:
+      differ = [f"{k} {sizes[k]:g}" for k, v in g.sizes.items() if sizes[k] != v]
+      note = f"measured at {', '.join(differ)}" if differ else ""
+      met = bool(measured > g.target if g.strict else measured >= g.target)
+    out.append({"goal": g.goal, "model": g.model, "unit": "speed-up", "target": g.target,
+                "strict": g.strict, "measured": measured, "met": met, "note": note})
   return out
 
 
@@ -1040,13 +1096,30 @@ def _variants_table(variants: dict, markdown: bool) -> str:
 
 
 def _goals_table(goals: list, markdown: bool) -> str:
-  def show(g, x):
-    if x is None:
-      return "-"
-    return f"{100 * x:.1f}%" if g["unit"] == "fraction" else f"{x:.2f}x"
-  rows = [[g["goal"], ">= " + show(g, g["target"]), show(g, g["measured"]),
-           {True: "yes", False: "no", None: "-"}[g["met"]], g["note"]] for g in goals]
-  return _table(["goal", "target", "measured", "met", "note"], rows, markdown)
+  show = lambda x: "-" if x is None else f"{x:.2f}x"
+  rows = [[g["goal"], (">" if g["strict"] else ">=") + " " + show(g["target"]),
+           show(g["measured"]), {True: "yes", False: "no", None: "-"}[g["met"]], g["note"]]
+          for g in goals]
+  return _table(["goal (PyTorch / JAX at the date point)", "target", "measured", "met",
+                 "note"], rows, markdown)
+
+
+def _twins_table(points: list, markdown: bool) -> str:
+  """One line per PyTorch twin timed (per label: the sizes differ), with
+  both parameter counts."""
+  twins = {}
+  for r in points:
+    t = r.get("torch") or {}
+    if t.get("status") == "ok" and r["label"] not in twins:
+      extra = t["num_params"] - r["num_params"]
+      why = ("" if not extra else f" (+{extra:,}: nn.RNN/nn.LSTM's second bias per gate)"
+             if extra == t["extra_params"] else f" ({extra:+,}, unexplained)")
+      twins[r["label"]] = [r["label"], t["twin"], f"{r['num_params']:,}",
+                           f"{t['num_params']:,}{why}"]
+  if not twins:
+    return "(none timed)"
+  return _table(["model", "PyTorch twin (eager; masked cross-entropy, clip_grad_norm_ 1.0, "
+                 "Adam)", "params JAX", "params PyTorch"], list(twins.values()), markdown)
 
 
 def _sections(results: dict, markdown: bool) -> list:
@@ -1062,9 +1135,13 @@ def _sections(results: dict, markdown: bool) -> list:
       (f"Batch sweep (S={o['date'][0]}, T={o['date'][1]})",
        _point_table(points, "batch", markdown, False)),
   ]
-  if any("goal" in r["sweeps"] for r in points):
-    sections.append(("Goal point (GRU+Bahdanau, hidden 64, 1 layer)",
-                     _point_table(points, "goal", markdown, False)))
+  extra = [r for r in points if "goal" in r["sweeps"] and "date" not in r["sweeps"]]
+  if extra:
+    sections.append((f"Goal points (the targets' other sizes, S={o['date'][0]}, "
+                     f"T={o['date'][1]}, B={o['batch_size']})",
+                     _point_table(extra, "goal", markdown, False)))
+  if any(r.get("torch") for r in points):
+    sections.append(("PyTorch twins", _twins_table(points, markdown)))
   if results.get("variants"):
     c = results["variants"]["config"]
     sections.append((f"Recurrence variants (GRU layer, batch {c['batch']}, length "
@@ -1104,13 +1181,14 @@ def markdown_report(results: dict) -> str:
       f"- float32 matmul peak (measured): {peak['gflops']:.1f} GFLOP/s "
       f"(best of n = {', '.join(str(r['n']) for r in peak['by_size'])})",
       f"- sizes: RNNs embed {s['embed']}, hidden {s['hidden']}, "
-      f"{_plural(s['layers'], 'encoder layer')}, 1 decoder layer, attention "
+      f"{s['layers']}+{s['decoder_layers']} (encoder+decoder) layers, attention "
       f"{s['attention_dim']}; Transformer d_model "
       f"{s['d_model']}, {s['heads']} heads, {s['transformer_layers']}+"
       f"{s['transformer_layers']} layers, d_ff {s['d_ff']}; dropout {s['dropout']}; "
       f"vocabularies {s['src_vocab']}/{s['tgt_vocab']}",
-      f"- {_plural(o['warmup'], 'warm-up step')}, {o['repeats']} timed; compile s = lower + "
-      "compile; "
+      f"- {_plural(o['warmup'], 'warm-up step')}, {o['repeats']} timed"
+      + (f", JAX and PyTorch in turns over {_plural(o['rounds'], 'round')}"
+         if o["with_torch"] else "") + "; compile s = lower + compile; "
       "GFLOP/s from the analytic matmul count; XLA MiB = temp + argument + output of "
       "the compiled step; torch/jax above 1 means JAX is faster",
   ]
@@ -1215,7 +1293,8 @@ def define_flags(flag_values=None):
   flags.DEFINE_enum("preset", d.preset, ["auto", *PRESETS], "Defaults for lengths, batch "
                     "sizes, the cap and the time limit (auto: cpu on the CPU backend, else "
                     "gpu).", flag_values=fv)
-  define("list", "lengths", None, "Length sweep, S = T = L (cpu: 16,...,256; gpu: ...,512).")
+  define("list", "lengths", None, "Length sweep, S = T = L (cpu: 16,...,256; gpu: ...,512); "
+         "empty (--lengths=) for none.")
   define("integer", "batch_size", None, "Batch of the length sweep and the date point (64).")
   define("list", "batch_sizes", None, "Batch sweep at the date point (cpu: 16,64,256; gpu: "
          "...,1024).")
@@ -1223,7 +1302,7 @@ def define_flags(flag_values=None):
          "point (like the built-in date task).")
   for name, help_text in [
       ("embed", "RNN embedding size."), ("hidden", "RNN hidden size (encoder and decoder)."),
-      ("layers", "RNN encoder layers (the decoder has 1)."),
+      ("layers", "RNN encoder layers."), ("decoder_layers", "RNN decoder layers."),
       ("attention_dim", "Bahdanau score's tanh layer."), ("d_model", "Transformer width."),
       ("heads", "Transformer heads."), ("transformer_layers", "Transformer layers (each side)."),
       ("d_ff", "Transformer feed-forward size."), ("src_vocab", "Source vocabulary size."),
@@ -1249,9 +1328,13 @@ def define_flags(flag_values=None):
          "(cpu: 64, gpu: 0).")
   define("list", "matmul_sizes", [str(n) for n in d.matmul_sizes], "n of the matmul-peak "
          "measurement.")
-  define("boolean", "with_torch", d.with_torch, "Also time the PyTorch reference models.")
+  define("boolean", "with_torch", d.with_torch, "Also time each model's PyTorch twin.")
+  define("integer", "rounds", d.rounds, "JAX and PyTorch take turns at each point in this "
+         "many rounds of --repeats / rounds steps each (a drifting machine speed reaches "
+         "both alike).")
   define("integer", "torch_threads", d.torch_threads, "PyTorch's intra-op threads.")
-  define("boolean", "goals", d.goals, "Report the speed goals, measured against targets.")
+  define("boolean", "goals", d.goals, "Report the speed issue's targets, measured (with "
+         "--with_torch also at the sizes they name).")
   define("integer", "seed", d.seed, "Seed of the synthetic batches and parameters.")
   define("string", "out_dir", d.out_dir, "Where benchmark.json, .md and .png go.")
 
