@@ -6,7 +6,7 @@
 
 Writes to --out_dir (default `benchmark_out`): `benchmark.json` (everything),
 `benchmark.md` (tables, with the command, machine and date on top) and
-`step_time_vs_length.png`; prints the same tables on the terminal.
+`date_point.png` and `step_time_vs_length.png`; prints the same tables on the terminal.
 
 What is measured, for each model at each point (batch B, source length S,
 target length T) on synthetic batches in the batcher's exact format:
@@ -1237,6 +1237,37 @@ def plot_step_times(results: dict, path: str) -> None:
   _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120), binary=True)
 
 
+def plot_date_point(results: dict, path: str) -> None:
+  """Horizontal bars of the date point's step time per model (and the goal
+  points), JAX beside its PyTorch twin when measured: the comparison a
+  reader wants at a glance."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
+  from matplotlib.figure import Figure  # noqa: PLC0415
+
+  rows = [r for r in results["points"] if r["status"] == "ok"
+          and ("date" in r["sweeps"] or "goal" in r["sweeps"])]
+  rows = list({r["label"]: r for r in rows}.values())  # one bar pair per model
+  fig = Figure(figsize=(7, 0.45 * len(rows) + 1.6))
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot()
+  y = np.arange(len(rows))
+  ax.barh(y - 0.2, [r["step"]["median_ms"] for r in rows], 0.4, label="JAX (this project)")
+  torch_ms = [r.get("torch", {}).get("median_ms") if r.get("torch", {}).get("status") == "ok"
+              else np.nan for r in rows]
+  if not all(np.isnan(torch_ms)):
+    ax.barh(y + 0.2, torch_ms, 0.4, label="PyTorch twin (eager)")
+  ax.set_yticks(y, [r["label"] for r in rows])
+  ax.invert_yaxis()
+  ax.set_xlabel("train step, median ms (shorter is faster)")
+  o = results["options"]
+  ax.set_title(f"Train step at the date point, batch {o['batch_size']} "
+               f"({results['machine']['device_kind']})")
+  ax.grid(True, axis="x", alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120), binary=True)
+
+
 def _jsonable(x):
   """x with NumPy scalars as Python ones and NaN/inf as None (not JSON)."""
   if isinstance(x, dict):
@@ -1263,16 +1294,21 @@ def _atomic_write(path: str, write: Callable, binary: bool = False) -> None:
 
 
 def write_outputs(results: dict, out_dir: str) -> dict:
-  """benchmark.json, benchmark.md and step_time_vs_length.png in out_dir."""
+  """benchmark.json, benchmark.md, date_point.png and (with a length sweep)
+  step_time_vs_length.png in out_dir."""
   os.makedirs(out_dir, exist_ok=True)
   files = {"json": os.path.join(out_dir, "benchmark.json"),
            "markdown": os.path.join(out_dir, "benchmark.md"),
-           "plot": os.path.join(out_dir, "step_time_vs_length.png")}
+           "date_plot": os.path.join(out_dir, "date_point.png")}
+  if any("length" in r["sweeps"] for r in results["points"]):
+    files["plot"] = os.path.join(out_dir, "step_time_vs_length.png")
   results = dict(results, files=files)
   _atomic_write(files["json"], lambda f: (json.dump(_jsonable(results), f, indent=2),
                                           f.write("\n")))
   _atomic_write(files["markdown"], lambda f: f.write(markdown_report(results)))
-  plot_step_times(results, files["plot"])
+  plot_date_point(results, files["date_plot"])
+  if "plot" in files:
+    plot_step_times(results, files["plot"])
   return files
 
 

@@ -68,8 +68,9 @@ def test_tiny_sweep_writes_json_markdown_and_plot(tiny):
                 "## Goals"):
     assert title in markdown, title
   assert "| gru_bahdanau | 4 | 8 | 8 |" in markdown
-  with open(out_dir / "step_time_vs_length.png", "rb") as f:
-    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  for png in ("step_time_vs_length.png", "date_point.png"):
+    with open(out_dir / png, "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   assert not [n for n in os.listdir(out_dir) if ".tmp" in n]  # atomic writes left nothing
 
 
