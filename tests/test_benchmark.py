@@ -19,6 +19,9 @@ import numpy as np
 import pytest
 
 from seq2seq_jax import benchmark as bm
+from seq2seq_jax.benchmark import report as bm_report
+from seq2seq_jax.benchmark import runner as bm_runner
+from seq2seq_jax.benchmark import sweep as bm_sweep
 from seq2seq_jax.data.tokenizers import BOS, EOS, PAD
 from seq2seq_jax.errors import ConfigError, UserError
 
@@ -50,7 +53,7 @@ def test_tiny_sweep_writes_json_markdown_and_plot(tiny):
   out_dir, results = tiny
   with open(out_dir / "benchmark.json", encoding="utf-8") as f:
     saved = json.load(f)
-  assert saved["points"] == json.loads(json.dumps(bm._jsonable(results["points"])))
+  assert saved["points"] == json.loads(json.dumps(bm_report._jsonable(results["points"])))
   for key in ("command", "equivalent_command", "options", "machine", "matmul_peak", "points",
               "variants", "goals"):
     assert key in saved, key
@@ -273,7 +276,7 @@ def test_plan_merges_shared_points_and_caps_lengths():
 
 
 def test_skip_rule_scales_the_previous_point_by_flops():
-  rule = bm._SkipRule(limit=10.0, steps=5)
+  rule = bm_sweep._SkipRule(limit=10.0, steps=5)
   chain = [("m", "length")]
   assert rule.check(chain, 100) == (None, None)  # nothing measured yet: run it
   rule.measured(chain, {"compile": {"lower_s": 0.5, "compile_s": 1.5},
@@ -288,7 +291,7 @@ def test_skip_rule_scales_the_previous_point_by_flops():
 
 
 def test_with_torch_without_torch_is_a_clear_error(tmp_path, monkeypatch):
-  monkeypatch.setattr(bm, "torch_version", lambda: None)
+  monkeypatch.setattr(bm_runner, "torch_version", lambda: None)
   with pytest.raises(UserError, match="--with_torch needs PyTorch"):
     bm.run(tiny_options(tmp_path, with_torch=True), log=lambda line: None)
 
@@ -353,7 +356,7 @@ def test_compute_goals_reads_each_target_at_its_point():
   }
   assert all(g["note"] == "" for g in goals.values() if g["measured"] is not None)
   assert goals["plain GRU h256 (2+2 layers)"]["note"].startswith("not measured")
-  table = bm._goals_table(list(goals.values()), markdown=True)
+  table = bm_report._goals_table(list(goals.values()), markdown=True)
   assert "| rnn_plain (every other model): ahead | > 1.00x | 1.00x | no |  |" in table
   assert "| GRU + Bahdanau h256 (2+2 layers) | >= 2.00x | 2.00x | yes |  |" in table
 
@@ -386,10 +389,10 @@ def _jax_params(model_name: str, sizes: bm.Sizes, batch: dict):
 @pytest.mark.parametrize("model_name", bm.MODELS)
 def test_each_twin_trains_one_step_with_our_parameter_count(model_name):
   pytest.importorskip("torch")
-  from seq2seq_jax import bench_torch
+  from seq2seq_jax.benchmark import torch_twins
   batch = bm.synthetic_batch(4, 7, 5, TWIN_SIZES.src_vocab, TWIN_SIZES.tgt_vocab)
   twin = bm.twin_sizes(model_name, TWIN_SIZES)
-  step, num_params = bench_torch.step_timer(model_name, twin, batch, threads=1)
+  step, num_params = torch_twins.step_timer(model_name, twin, batch, threads=1)
   first, second = step(), step()
   assert math.isfinite(first) and math.isfinite(second) and first != second
   _, init = _jax_params(model_name, TWIN_SIZES, batch)
@@ -397,9 +400,9 @@ def test_each_twin_trains_one_step_with_our_parameter_count(model_name):
   # Equal, but for nn.RNN's and nn.LSTM's second bias per gate in each of
   # the 2 + 2 recurrent layers.
   gates = {"rnn": 1, "lstm": 4}.get(model_name.split("_")[0], 0)
-  assert bench_torch.extra_params(model_name, twin) == gates * 16 * 4
+  assert torch_twins.extra_params(model_name, twin) == gates * 16 * 4
   assert num_params == ours + gates * 16 * 4
-  assert bench_torch.describe(model_name, twin)
+  assert torch_twins.describe(model_name, twin)
 
 
 def _rnn_state_dict(p: dict, cell: str, decoder: str, sizes: bm.Sizes, torch) -> dict:
@@ -476,13 +479,13 @@ def test_each_twin_computes_our_function(model_name):
   """Given our parameters (and zero for PyTorch's redundant biases), the
   twin's logits are ours, without dropout: the same function."""
   torch = pytest.importorskip("torch")
-  from seq2seq_jax import bench_torch
+  from seq2seq_jax.benchmark import torch_twins
   sizes = dataclasses.replace(TWIN_SIZES, dropout=0.0)
   batch = bm.synthetic_batch(3, 7, 5, sizes.src_vocab, sizes.tgt_vocab, seed=1)
   model, init = _jax_params(model_name, sizes, batch)
   variables = init()
   logits, _ = model.apply(variables, batch["src"], batch["src_len"], batch["tgt_in"])
-  twin = bench_torch.make_model(model_name, bm.twin_sizes(model_name, sizes))
+  twin = torch_twins.make_model(model_name, bm.twin_sizes(model_name, sizes))
   p = variables["params"]
   if model_name == "transformer":
     state = _transformer_state_dict(p, sizes, torch)

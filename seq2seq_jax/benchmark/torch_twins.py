@@ -6,7 +6,7 @@ decoders, `nn.Transformer`), so the benchmark answers "how much faster is
 this than the code people learn from". Each computes the same function as
 our model of the same name and sizes, and trains it the same way: masked
 cross-entropy, global-norm clipping to 1, Adam. The recurrent twins are in
-`bench_torch_rnn`; the Transformer's is here.
+`torch_rnn_twins`; the Transformer's is here.
 
 Nothing in the package imports these modules except the benchmark, and only
 when asked to: PyTorch stays optional.
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from seq2seq_jax import bench_torch_rnn
+from seq2seq_jax.benchmark import torch_rnn_twins
 
 
 class TransformerSeq2Seq(nn.Module):
@@ -79,7 +79,7 @@ def make_model(model: str, sizes: dict):
     return TransformerSeq2Seq(s["src_vocab"], s["tgt_vocab"], s["d_model"], s["heads"],
                               s["transformer_layers"], s["d_ff"], s["dropout"],
                               s["norm_first"])
-  return bench_torch_rnn.make_model(*_recurrent(model), s)
+  return torch_rnn_twins.make_model(*_recurrent(model), s)
 
 
 def describe(model: str, sizes: dict) -> str:
@@ -92,7 +92,7 @@ def describe(model: str, sizes: dict) -> str:
             f"{s['transformer_layers']} layers, FFN {s['d_ff']}, {norm}, dropout "
             f"{s['dropout']:g}, attention-weight dropout 0) with padding and causal masks, "
             "nn.Linear output; all target positions at once")
-  return bench_torch_rnn.describe(*_recurrent(model), s)
+  return torch_rnn_twins.describe(*_recurrent(model), s)
 
 
 def extra_params(model: str, sizes: dict) -> int:
@@ -101,7 +101,7 @@ def extra_params(model: str, sizes: dict) -> int:
   if model == "transformer":
     return 0
   cell, _ = _recurrent(model)
-  return bench_torch_rnn.extra_params(cell, sizes["hidden"],
+  return torch_rnn_twins.extra_params(cell, sizes["hidden"],
                                       sizes["layers"] + sizes["decoder_layers"])
 
 
