@@ -45,7 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
   data.shared_vocab = False  # One vocabulary built from sources and targets (needs equal tokenizer kinds).
   data.src_boundaries = "12,20,32,64"  # Source length buckets (tokens): batches are padded to these; one compile each.
   data.tgt_boundaries = "12,24,48"  # Target length buckets (tokens, counting <eos>).
-  data.too_long = "error"  # Examples longer than the last boundary: "error", "drop" or "truncate".
+  data.too_long = "error"  # Training examples longer than the last boundary: "error", "drop" or "truncate"; evaluation always scores every example.
 
   config.model = model = ml_collections.ConfigDict()
   model.name = "rnn_seq2seq"  # Model family from the registry: "rnn_seq2seq" or "transformer".

@@ -18,7 +18,7 @@ import orbax.checkpoint as ocp
 
 from seq2seq_jax import config_defaults, decoding, models
 from seq2seq_jax.checkpoints import has_checkpoints
-from seq2seq_jax.data import tokenizers
+from seq2seq_jax.data import batching, tokenizers
 from seq2seq_jax.errors import CheckpointError
 
 
@@ -43,7 +43,8 @@ class Trained:
     max_len longer than the model has positions for (a Transformer's
     max_len) raises LengthError: nothing is cut or clamped.
     """
-    max_len = max_len or int(str(self.config.data.tgt_boundaries).split(",")[-1])
+    max_len = max_len or batching.decode_length(self.config.eval.max_decode_len,
+                                                self.config.data.tgt_boundaries)
     ids = [self.src_tok.encode(s) for s in sentences]
     for sentence, i in zip(sentences, ids):  # named here, not as a batch's width
       shown = sentence if len(sentence) <= 40 else sentence[:40] + "..."

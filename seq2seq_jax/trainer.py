@@ -81,17 +81,31 @@ class Run:
           self.src_boundaries, self.tgt_boundaries,
           batch_size=config.train.batch_size, seed=config.seed, shuffle=True,
           too_long=config.data.too_long)
-    # Evaluation pads every batch to one shape (the smallest boundaries that
-    # fit the valid and test sets), so it compiles once, not once a bucket.
-    eval_src_b, eval_tgt_b = self._eval_boundaries(encoded)
+    # Evaluation pads every batch to one shape, wide enough for every valid
+    # and test example (batching.eval_width): it compiles once, not once a
+    # bucket, and scores every example, whatever data.too_long does in
+    # training.
+    srcs = [s for name in ("valid", "test") for s in encoded[name][0]]
+    tgts = [t for name in ("valid", "test") for t in encoded[name][1]]
+    eval_src_b = (batching.eval_width(map(len, srcs), self.src_boundaries),)
+    eval_tgt_b = (batching.eval_width((len(t) + 1 for t in tgts), self.tgt_boundaries),)
     self.eval_batches = {
         name: batching.BucketBatcher(
             *encoded[name], eval_src_b, eval_tgt_b, batch_size=config.eval.batch_size,
-            seed=0, shuffle=False, too_long=config.data.too_long)
+            seed=0, shuffle=False, too_long="error")
         for name in ("valid", "test")
     }
-    self.max_decode_len = config.eval.max_decode_len or self.tgt_boundaries[-1]
+    self.max_decode_len = batching.decode_length(config.eval.max_decode_len,
+                                                 config.data.tgt_boundaries)
     self.model = models.build_model(config.model, len(self.src_tok.vocab), len(self.tgt_tok.vocab))
+    # A model with a fixed number of positions (a Transformer's max_len)
+    # must hold every shape the run will use: checked now, before any work.
+    for what, width in (("the training source buckets", self.src_boundaries[-1]),
+                        ("the training target buckets", self.tgt_boundaries[-1]),
+                        ("the longest valid/test source", eval_src_b[0]),
+                        ("the longest valid/test target", eval_tgt_b[0]),
+                        ("decoding (eval.max_decode_len)", self.max_decode_len)):
+      decoding.check_positions(self.model, width, f"{what} ({width} tokens)")
 
   def _check_compatible(self):
     saved = Checkpoints(self.ckpt_dir).read_meta().get("model_fields")
@@ -131,18 +145,6 @@ class Run:
       return shared, shared
     return (make(data.src_tokenizer, (s for s, _ in train)),
             make(data.tgt_tokenizer, (t for _, t in train)))
-
-  def _eval_boundaries(self, encoded):
-    longest_src = max(len(s) for name in ("valid", "test") for s in encoded[name][0])
-    longest_tgt = max(len(t) + 1 for name in ("valid", "test") for t in encoded[name][1])
-
-    def fit(boundaries, length):
-      for b in boundaries:
-        if b >= length:
-          return (b,)
-      return (boundaries[-1],)  # too_long decides what happens to the rest
-
-    return fit(self.src_boundaries, longest_src), fit(self.tgt_boundaries, longest_tgt)
 
   def write_setup(self):
     """The first writes of the run: config and tokenizers."""
@@ -226,6 +228,7 @@ class Evaluator:
         decoded.extend(self._decode_rows(params, batch, rows, split))
     decoded.sort(key=lambda d: d["index"])
     values = training.summarize(sums)
+    values["examples"] = int(batches.num_examples)  # teacher-forced: every pair of the split
     values.update(metrics.sequence_metrics(
         [d["hypothesis"] for d in decoded], [d["references"] for d in decoded],
         metrics.bleu_tokenizer(run.tgt_tok.kind), g2p=run.config.data.source == "cmudict"))

@@ -15,6 +15,7 @@ import pytest
 
 from seq2seq_jax import trainer
 from seq2seq_jax.checkpoints import Checkpoints
+from seq2seq_jax.data import batching
 from seq2seq_jax.errors import CheckpointError, ConfigError, DataError, LengthError
 from seq2seq_jax.metric_writer import read_metrics
 from tests import tiny_config
@@ -99,6 +100,32 @@ def test_resume_gives_identical_parameters(tmp_path):
   assert int(a.step) == int(b.step) == 6
   for x, y in zip(jax.tree.leaves((a.params, a.opt_state)), jax.tree.leaves((b.params, b.opt_state))):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_every_test_example_is_scored_when_training_drops_long_ones(tmp_path):
+  """data.too_long applies to training only: evaluation pads to a wider
+  bucket and scores the whole valid and test split."""
+  config = tiny_config.get_config()
+  config.data.source = "builtin:reverse"  # letters, lengths 4 to 16
+  config.data.src_boundaries = "10"
+  config.data.tgt_boundaries = "11"  # targets + <eos>: strings of 11+ letters do not fit
+  config.data.too_long = "drop"
+  config.train.num_steps = 4
+  config.train.eval_every = config.train.checkpoint_every = 4
+  config.eval.num_attention_plots = 0
+  values = trainer.train_and_evaluate(config, str(tmp_path))
+  (data,) = read_metrics(str(tmp_path), "data")
+  assert data["train"]["dropped"] > 0  # the condition under test holds
+  run = trainer.Run(copy.deepcopy(config), str(tmp_path))
+  test_pairs = run.splits["test"]
+  assert max(len(src) for src, _ in test_pairs) > 10  # long test examples exist ...
+  assert data["test"]["dropped"] == data["test"]["truncated"] == 0  # ... and are kept
+  assert values["examples"] == len(test_pairs) == config.data.num_test
+  assert values["decoded_examples"] == len({src for src, _ in test_pairs})
+  (valid,) = read_metrics(str(tmp_path), "valid")
+  assert valid["examples"] == config.data.num_valid
+  # One decode-length rule for evaluation and translate.
+  assert run.max_decode_len == batching.decode_length(0, config.data.tgt_boundaries) == 11
 
 
 @pytest.mark.parametrize("override,needle", [

@@ -500,6 +500,25 @@ def _unknown_counts(pairs: Iterable) -> dict:
   return counter.result()
 
 
+def decode_length(max_decode_len: int, tgt_boundaries) -> int:
+  """The one rule for how many tokens decoding may emit, used by training's
+  evaluation, `evaluate` and `translate`: `eval.max_decode_len`, or else the
+  last target boundary (the longest target training reads, <eos> included)."""
+  return int(max_decode_len) or int(parse_boundaries(tgt_boundaries)[-1])
+
+
+def eval_width(lengths: Iterable[int], boundaries: Sequence[int]) -> int:
+  """The padded width of an evaluation split: the smallest boundary that fits
+  its longest example, or, past the last boundary, that length rounded up to
+  a multiple of 8. Evaluation never drops or cuts an example
+  (`data.too_long` is a rule for training only)."""
+  longest = max(lengths, default=1)
+  for b in boundaries:
+    if b >= longest:
+      return int(b)
+  return int(-(-longest // 8) * 8)
+
+
 # The arrays of a batch that a model's train and eval steps read (the rest,
 # `tgt_len` and `index`, serve the host).
 MODEL_KEYS = ("src", "src_len", "tgt_in", "tgt_out", "weights")
