@@ -31,6 +31,24 @@ class Trained:
   params: dict
   step: int
 
+  def _decoder(self, max_len: int, beam_size: int, alpha: float, penalty: str):
+    """The jit-compiled decoder for these settings (kept, so later calls reuse
+    its compiled programs): f(params, src, src_len) -> tokens and lengths
+    [batch, beams, ...], scores (beam search) and attention of the best."""
+    key = (max_len, beam_size, alpha, penalty)
+    cache = self.__dict__.setdefault("_decoders", {})
+    if key not in cache:
+      model = self.model
+      if beam_size > 1:
+        fn = lambda p, s, l: decoding.beam_search(  # noqa: E731
+            model, p, s, l, max_len, beam_size, alpha, penalty)
+      else:
+        def fn(p, s, l):
+          out = decoding.greedy_decode(model, p, s, l, max_len)
+          return dict(out, tokens=out["tokens"][:, None], lengths=out["lengths"][:, None])
+      cache[key] = jax.jit(fn)
+    return cache[key]
+
   def translate(self, sentences: Sequence[str], max_len: int = 0, beam_size: int = 1,
                 alpha: float = 0.6, penalty: str = "gnmt", nbest: int = 1) -> list[dict]:
     """Translations, one dict per sentence: "source", "hypothesis" (the best),
@@ -49,18 +67,29 @@ class Trained:
     for sentence, i in zip(sentences, ids):  # named here, not as a batch's width
       shown = sentence if len(sentence) <= 40 else sentence[:40] + "..."
       decoding.check_positions(self.model, len(i), f"the input {shown!r} ({len(i)} tokens)")
-    width = max(1, max(len(i) for i in ids))
-    src = np.zeros((len(ids), width), np.int32)
-    for row, i in enumerate(ids):
-      src[row, :len(i)] = i
-    src_len = np.array([len(i) for i in ids], np.int32)
-    if beam_size > 1:
-      out = jax.device_get(decoding.beam_search(self.model, self.params, src, src_len, max_len,
-                                                beam_size, alpha, penalty))
-      tokens, lengths = out["tokens"], out["lengths"]
-    else:
-      out = jax.device_get(decoding.greedy_decode(self.model, self.params, src, src_len, max_len))
-      tokens, lengths = out["tokens"][:, None], out["lengths"][:, None]
+    # Decoded in batches of fixed shapes: rows padded to a power of two (at
+    # most eval.batch_size) and sources to a length bucket, with filler rows
+    # (src_len 0, finished from the start). So translating many lines
+    # compiles once per batch shape and decoder, never once per batch.
+    decode = self._decoder(max_len, beam_size, alpha, penalty)
+    src_boundaries = batching.parse_boundaries(self.config.data.src_boundaries)
+    limit = max(1, int(self.config.eval.batch_size))
+    parts = []
+    for start in range(0, len(ids), limit):
+      chunk = ids[start:start + limit]
+      rows = min(limit, 1 << max(3, (len(chunk) - 1).bit_length()))
+      width = batching.eval_width((len(i) for i in chunk), src_boundaries)
+      src = np.zeros((rows, width), np.int32)
+      src_len = np.zeros((rows,), np.int32)
+      for row, i in enumerate(chunk):
+        src[row, :len(i)] = i
+        src_len[row] = len(i)
+      out = jax.device_get(decode(self.params, src, src_len))
+      parts.append({k: None if v is None else v[:len(chunk)] for k, v in out.items()
+                    if k in ("tokens", "lengths", "scores", "attention")})
+    out = {k: None if parts[0][k] is None else np.concatenate([p[k] for p in parts])
+           for k in (parts[0] if parts else ())}
+    tokens, lengths = out.get("tokens"), out.get("lengths")
     results = []
     for row, sentence in enumerate(sentences):
       hyp = tokens[row, 0][:int(lengths[row, 0])]

@@ -197,6 +197,33 @@ def test_load_workdir_translates_like_the_run(trained):
     load_workdir(os.path.dirname(workdir))
 
 
+def test_translating_many_lines_compiles_once_per_batch_shape(trained):
+  """320 lines: decoded in batches of fixed shapes (rows a power of two up to
+  eval.batch_size, sources padded to a length bucket), so the compilations
+  are at most one per distinct shape, none on a second call, and the outputs
+  do not depend on which batch a line fell in."""
+  from seq2seq_jax.inference import load_workdir
+  workdir, _ = trained
+  loaded = load_workdir(workdir)
+  config = tiny_config.get_config()
+  lines = [src for src, _ in trainer.Run(config, workdir).splits["train"][:320]]
+  rows = config.eval.batch_size
+  boundaries = batching.parse_boundaries(config.data.src_boundaries)
+  shapes = {(rows, batching.eval_width((len(loaded.src_tok.encode(l)) for l in lines[i:i + rows]),
+                                       boundaries))
+            for i in range(0, len(lines), rows)}
+  assert len(lines) // rows == 5  # several batches of the same shape
+  before = trainer.compilation_count()
+  out = loaded.translate(lines)
+  compiled = trainer.compilation_count() - before
+  assert 1 <= compiled <= len(shapes)
+  again = loaded.translate(lines[::-1])  # 320 = 5 x 64: the same batches reversed
+  assert trainer.compilation_count() - before == compiled  # nothing new
+  assert [o["hypothesis"] for o in again] == [o["hypothesis"] for o in out][::-1]
+  single = loaded.translate(lines[:3])
+  assert [o["hypothesis"] for o in single] == [o["hypothesis"] for o in out[:3]]
+
+
 def test_evaluate_rescores_the_test_split_like_the_run(trained):
   from seq2seq_jax.evaluate import evaluate_decoders
   from seq2seq_jax.metric_writer import read_metrics
