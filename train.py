@@ -7,25 +7,20 @@ incompatible checkpoint) is printed as one line and exits with status 2.
 """
 
 import os
-import sys
 
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from seq2seq_jax.cli import fail
 from seq2seq_jax.errors import UserError
 
 FLAGS = flags.FLAGS
 
 
-def _fail(message: str):
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(2)
-
-
 def _no_such_field(error: Exception):
   name = str(error).strip("\"'")
-  _fail(f"no config field {name!r}: each --config.<field> must name a field of the "
+  fail(f"no config field {name!r}: each --config.<field> must name a field of the "
         "config file (all fields are listed in README.md)")
 
 
@@ -53,11 +48,11 @@ def _parse_flags_or_exit(argv):
     remaining = FLAGS(argv)
     FLAGS.config.keys()  # the config file is loaded lazily: load it now
   except flags.Error as e:
-    _fail(str(e))
+    fail(str(e))
   except (AttributeError, KeyError) as e:
     _no_such_field(e)
   except Exception as e:  # noqa: BLE001  (a missing or broken config file)
-    _fail(f"cannot load the --config file: {str(e).strip().splitlines()[-1].strip()}")
+    fail(f"cannot load the --config file: {str(e).strip().splitlines()[-1].strip()}")
   return remaining
 
 
@@ -80,7 +75,7 @@ def _enable_compilation_cache(path: str):
 
 def main(argv):
   if len(argv) > 1:
-    _fail(f"unexpected arguments {argv[1:]} (settings go in --config.<field>=<value>)")
+    fail(f"unexpected arguments {argv[1:]} (settings go in --config.<field>=<value>)")
   if not FLAGS["verbosity"].present:
     # Quiet by default (warnings, the progress bar, results); -v 0 for info logs.
     absl_logging.set_verbosity(absl_logging.WARNING)
@@ -89,7 +84,7 @@ def main(argv):
   try:
     trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except UserError as e:
-    _fail(str(e))
+    fail(str(e))
 
 
 if __name__ == "__main__":

@@ -12,11 +12,12 @@ ends with the results on the host.
 """
 
 import json
-import sys
 import time
 
 from absl import app, flags
 from absl import logging as absl_logging
+
+from seq2seq_jax.cli import fail
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "runs/default", "A workdir written by train.py.")
@@ -29,11 +30,6 @@ flags.DEFINE_enum("length_penalty", "gnmt", ["gnmt", "normalize", "none"],
 flags.DEFINE_integer("batch_size", 0, "Sentences decoded together (0 = the config's eval.batch_size).")
 flags.DEFINE_integer("repeats", 3, "Timed passes over the split; the median is reported.")
 flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
-
-
-def _fail(message: str):
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(2)
 
 
 def evaluate_decoders(workdir: str, split: str = "test", beam_sizes=(1, 4), alpha: float = 0.6,
@@ -102,21 +98,21 @@ def evaluate_decoders(workdir: str, split: str = "test", beam_sizes=(1, 4), alph
 def main(argv):
   absl_logging.set_verbosity(absl_logging.WARNING)
   if len(argv) > 1:
-    _fail(f"unexpected arguments {argv[1:]}")
+    fail(f"unexpected arguments {argv[1:]}")
   try:
     beams = [int(b) for b in FLAGS.beam_sizes]
   except ValueError:
-    _fail(f"--beam_sizes must be integers, got {','.join(FLAGS.beam_sizes)}")
+    fail(f"--beam_sizes must be integers, got {','.join(FLAGS.beam_sizes)}")
   if not beams or min(beams) < 1:
-    _fail("--beam_sizes must be integers >= 1")
+    fail("--beam_sizes must be integers >= 1")
   if FLAGS.batch_size < 0 or FLAGS.repeats < 1:
-    _fail("--batch_size must be >= 0 and --repeats >= 1")
+    fail("--batch_size must be >= 0 and --repeats >= 1")
   from seq2seq_jax.errors import UserError
   try:
     out = evaluate_decoders(FLAGS.workdir, FLAGS.split, beams, FLAGS.alpha, FLAGS.length_penalty,
                             FLAGS.step, FLAGS.batch_size, FLAGS.repeats)
   except UserError as e:
-    _fail(str(e))
+    fail(str(e))
   print(f"{FLAGS.workdir} step {out['step']}, {out['split']} split, {out['examples']} examples")
   g2p = "wer" in out["results"][0]
   print(f"{'beam':>4}  {'exact match':>11}  " + (f"{'WER':>7}  {'PER':>7}  " if g2p else "")

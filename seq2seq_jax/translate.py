@@ -14,6 +14,8 @@ import sys
 from absl import app, flags
 from absl import logging as absl_logging
 
+from seq2seq_jax.cli import fail
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "runs/default", "A workdir written by train.py.")
 flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest).")
@@ -27,15 +29,10 @@ flags.DEFINE_integer("batch_size", 64, "Sentences decoded together.")
 flags.DEFINE_string("attention_png", None, "Write the attention heat map of the first sentence here.")
 
 
-def _fail(message: str):
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(2)
-
-
 def main(argv):
   absl_logging.set_verbosity(absl_logging.WARNING)
   if FLAGS.beam_size < 1 or FLAGS.nbest < 1 or FLAGS.nbest > FLAGS.beam_size and FLAGS.nbest > 1:
-    _fail("--beam_size must be >= 1 and --nbest between 1 and --beam_size")
+    fail("--beam_size must be >= 1 and --nbest between 1 and --beam_size")
   sentences = argv[1:] or [line.rstrip("\n") for line in sys.stdin]
   from seq2seq_jax import plotting
   from seq2seq_jax.errors import UserError
@@ -43,7 +40,7 @@ def main(argv):
   try:
     trained = load_workdir(FLAGS.workdir, FLAGS.step)
   except UserError as e:
-    _fail(str(e))
+    fail(str(e))
   results = []
   for start in range(0, len(sentences), FLAGS.batch_size):
     chunk = sentences[start:start + FLAGS.batch_size]
@@ -51,7 +48,7 @@ def main(argv):
       results.extend(trained.translate(chunk, FLAGS.max_len, FLAGS.beam_size, FLAGS.alpha,
                                        FLAGS.length_penalty, FLAGS.nbest))
     except UserError as e:
-      _fail(str(e))
+      fail(str(e))
   for line_no, r in enumerate(results, 1):
     if r["unknown"]:
       print(f"warning: input {line_no}: {r['unknown']} token(s) not in the vocabulary, "
@@ -67,7 +64,7 @@ def main(argv):
   if FLAGS.attention_png and results:
     r = results[0]
     if r["attention"] is None:
-      _fail("this model has no attention to draw")
+      fail("this model has no attention to draw")
     weights = r["attention"]
     if weights.ndim == 3:
       plotting.save_heads_png(FLAGS.attention_png, weights.transpose(1, 0, 2),
