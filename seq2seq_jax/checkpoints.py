@@ -202,6 +202,30 @@ _PASSING_STATUSES = ("ABORTED", "CANCELLED", "DEADLINE_EXCEEDED", "PERMISSION_DE
 _DAMAGE_ERRNOS = {errno.ENOENT, errno.ENOTDIR, errno.EBADMSG, getattr(errno, "EUCLEAN", 117)}
 
 
+def restore_params(directory: str, params_shapes, step: Optional[int] = None) -> tuple:
+  """(params, step): the parameters alone of checkpoint `step` (default the
+  newest), restored into `params_shapes` (a tree of `jax.ShapeDtypeStruct`,
+  with shardings) for inference. Read-only: nothing in `directory` is
+  created, cleaned up or moved. A missing step or parameters that do not fit
+  the shapes is one CheckpointError."""
+  directory = os.path.abspath(directory)
+  options = ocp.CheckpointManagerOptions(create=False)  # and no cleanup_tmp_directories
+  with ocp.CheckpointManager(directory, options=options) as manager:
+    step = manager.latest_step() if step is None else step
+    if step not in manager.all_steps():
+      raise CheckpointError(f"{directory} has no checkpoint {step} "
+                            f"(it has {list(manager.all_steps())})")
+    abstract = {"params": params_shapes}
+    try:
+      restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+          item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+          partial_restore=True)))
+    except (ValueError, KeyError, TypeError) as e:
+      raise CheckpointError(f"checkpoint {step} in {directory} does not fit the model "
+                            f"({_first_line(e)[:200]})") from None
+  return restored["state"]["params"], step
+
+
 def is_damage(e: BaseException) -> bool:
   """Whether a failed restore is evidence that the checkpoint's files are
   damaged (missing, truncated, garbled), not a failure of the moment that

@@ -14,10 +14,9 @@ from typing import Optional, Sequence
 import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
 from seq2seq_jax import config_defaults, decoding, models
-from seq2seq_jax.checkpoints import has_checkpoints
+from seq2seq_jax.checkpoints import has_checkpoints, restore_params
 from seq2seq_jax.data import batching, tokenizers
 from seq2seq_jax.errors import CheckpointError
 
@@ -148,22 +147,11 @@ def load_workdir(workdir: str, step: Optional[int] = None) -> Trained:
   except (AttributeError, KeyError) as e:
     raise CheckpointError(f"{config_path} lacks the config field {str(e).strip(chr(34))} "
                           "(written by an older version of seq2seq-jax?)") from None
-  with ocp.CheckpointManager(ckpt_dir) as manager:
-    step = manager.latest_step() if step is None else step
-    if step not in manager.all_steps():
-      raise CheckpointError(f"{ckpt_dir} has no checkpoint {step} (it has {manager.all_steps()})")
-    # The parameters alone, restored into the shapes this model expects.
-    dummy = np.ones((1, 1), np.int32)
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), dummy, np.ones(1, np.int32),
-                                               dummy)["params"])
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = {"params": jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), shapes)}
-    try:
-      restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-          item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
-          partial_restore=True)))
-    except (ValueError, KeyError, TypeError) as e:
-      raise CheckpointError(f"checkpoint {step} in {ckpt_dir} does not fit the model of "
-                            f"{config_path} ({str(e).splitlines()[0][:200]})") from None
-  return Trained(config, src_tok, tgt_tok, model, restored["state"]["params"], step)
+  # The parameters alone, restored into the shapes this model expects.
+  dummy = np.ones((1, 1), np.int32)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), dummy, np.ones(1, np.int32),
+                                             dummy)["params"])
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), shapes)
+  params, step = restore_params(ckpt_dir, shapes, step)
+  return Trained(config, src_tok, tgt_tok, model, params, step)

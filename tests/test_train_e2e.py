@@ -195,6 +195,15 @@ def test_load_workdir_translates_like_the_run(trained):
     assert o["attention"].shape == (len(o["tgt_tokens"]), len(o["src_tokens"]))
   with pytest.raises(CheckpointError, match="has no trained model"):
     load_workdir(os.path.dirname(workdir))
+  # Inference reads checkpoints through checkpoints.restore_params and
+  # writes nothing: the workdir's files are as they were.
+  listing = sorted(os.path.relpath(os.path.join(d, f), workdir)
+                   for d, _, files in os.walk(workdir) for f in files)
+  assert load_workdir(workdir, step=4).step == 4
+  with pytest.raises(CheckpointError, match="has no checkpoint 5 "):
+    load_workdir(workdir, step=5)
+  assert sorted(os.path.relpath(os.path.join(d, f), workdir)
+                for d, _, files in os.walk(workdir) for f in files) == listing
 
 
 def test_translating_many_lines_compiles_once_per_batch_shape(trained):
