@@ -15,7 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from seq2seq_jax import config_defaults, decoding, models
+from seq2seq_jax import config_defaults, decoding, models, parallel
 from seq2seq_jax.checkpoints import has_checkpoints, restore_params
 from seq2seq_jax.data import batching, tokenizers
 from seq2seq_jax.errors import CheckpointError
@@ -78,12 +78,8 @@ class Trained:
       chunk = ids[start:start + limit]
       rows = min(limit, 1 << max(3, (len(chunk) - 1).bit_length()))
       width = batching.eval_width((len(i) for i in chunk), src_boundaries)
-      src = np.zeros((rows, width), np.int32)
-      src_len = np.zeros((rows,), np.int32)
-      for row, i in enumerate(chunk):
-        src[row, :len(i)] = i
-        src_len[row] = len(i)
-      out = jax.device_get(decode(self.params, src, src_len))
+      batch = batching.fill_batch((width, 1), rows, ((i, (), r) for r, i in enumerate(chunk)))
+      out = jax.device_get(decode(self.params, batch["src"], batch["src_len"]))
       parts.append({k: None if v is None else v[:len(chunk)] for k, v in out.items()
                     if k in ("tokens", "lengths", "scores", "attention")})
     out = {k: None if parts[0][k] is None else np.concatenate([p[k] for p in parts])
@@ -151,7 +147,5 @@ def load_workdir(workdir: str, step: Optional[int] = None) -> Trained:
   dummy = np.ones((1, 1), np.int32)
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), dummy, np.ones(1, np.int32),
                                              dummy)["params"])
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), shapes)
-  params, step = restore_params(ckpt_dir, shapes, step)
+  params, step = restore_params(ckpt_dir, parallel.DataParallel.eval_params_shape(shapes), step)
   return Trained(config, src_tok, tgt_tok, model, params, step)

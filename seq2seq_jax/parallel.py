@@ -162,7 +162,8 @@ class DataParallel:
   @staticmethod
   def eval_params_shape(params):
     """The shapes (`jax.ShapeDtypeStruct`, with sharding) of what
-    `eval_params` and `local_params` return, for compiling ahead."""
+    `eval_params` and `local_params` return: parameters on this process's
+    first device, for compiling ahead and for restoring for inference."""
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     return jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype, sharding=device), params)
 

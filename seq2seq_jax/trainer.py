@@ -28,8 +28,6 @@ from seq2seq_jax.data import batching, sources, tokenizers
 from seq2seq_jax.errors import CheckpointError
 from seq2seq_jax.metric_writer import MetricWriter, NullWriter
 
-MODEL_KEYS = batching.MODEL_KEYS
-
 _compilations = [0]
 
 
@@ -47,7 +45,7 @@ def compilation_count() -> int:
 
 
 def _model_batch(batch: dict) -> dict:
-  return {k: batch[k] for k in MODEL_KEYS}
+  return {k: batch[k] for k in batching.MODEL_KEYS}
 
 
 class Run:
