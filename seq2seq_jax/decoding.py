@@ -100,17 +100,19 @@ def jit_greedy_decode(model: nn.Module, max_len: int):
 
 def jit_decode(model: nn.Module, max_len: int, beam_size: int = 1, alpha: float = 0.6,
                penalty: str = "gnmt"):
-  """Greedy (beam_size 1) or beam search, compiled: f(params, src, src_len) ->
-  the best hypothesis per row as `greedy_decode` returns it."""
+  """The decoder every evaluation path uses: greedy (beam_size 1) or beam
+  search, compiled. f(params, src, src_len) -> {"tokens" int32 [batch, n,
+  max_len] and "lengths" [batch, n] (n = beam_size hypotheses, best first;
+  1 for greedy), "scores" [batch, n] (beam search; None for greedy),
+  "attention" of the best hypothesis (or None), "steps"}."""
   if beam_size == 1:
-    return jit_greedy_decode(model, max_len)
-
-  def best(params, src, src_len):
-    out = beam_search(model, params, src, src_len, max_len, beam_size, alpha, penalty)
-    return {"tokens": out["tokens"][:, 0], "lengths": out["lengths"][:, 0],
-            "attention": out["attention"], "steps": out["steps"]}
-
-  return jax.jit(best)
+    def greedy(params, src, src_len):
+      out = greedy_decode(model, params, src, src_len, max_len)
+      return dict(out, tokens=out["tokens"][:, None], lengths=out["lengths"][:, None],
+                  scores=None)
+    return jax.jit(greedy)
+  return jax.jit(lambda params, src, src_len: beam_search(model, params, src, src_len, max_len,
+                                                          beam_size, alpha, penalty))
 
 
 # -- sampling ------------------------------------------------------------------

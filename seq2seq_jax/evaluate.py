@@ -46,51 +46,45 @@ def evaluate_decoders(workdir: str, split: str = "test", beam_sizes=(1, 4), alph
   import jax
   import numpy as np
 
-  from seq2seq_jax import decoding, metrics
+  from seq2seq_jax import decoding, evaluation
+  from seq2seq_jax.data import sources
   from seq2seq_jax.inference import load_workdir
-  from seq2seq_jax.trainer import Run, references_by_source
 
   trained = load_workdir(workdir, step)
   config = trained.config
-  if batch_size:
-    config.eval.batch_size = batch_size
-  run = Run(config, workdir)  # rebuilds the splits; reads the saved tokenizers
-  batcher = run.eval_batches[split]
-  batches = list(batcher.iterate_epoch())
-  references = references_by_source(run.splits[split], run.tgt_tok)
+  # Only the scored split is read: no training batches, no pass over a
+  # streamed training corpus.
+  pairs = sources.load_splits(config.data, only=(split,))[split]
+  held = evaluation.held_out({split: pairs}, trained.src_tok, trained.tgt_tok, config.data,
+                             batch_size or config.eval.batch_size)[split]
+  batches = list(held.batches.iterate_epoch())
+  if not batches:
+    from seq2seq_jax.errors import DataError
+    raise DataError(f"the {split} split of {workdir} has no examples")
   g2p = config.data.source == "cmudict"
   params = trained.params
   out = {"step": trained.step, "split": split, "results": []}
   for beam in beam_sizes:
-    decode = decoding.jit_decode(run.model, run.max_decode_len, int(beam), alpha, penalty)
+    decode = decoding.jit_decode(trained.model, trained.max_decode_len, int(beam), alpha, penalty)
     start = time.perf_counter()
-    for shape in {b["src"].shape for b in batches}:  # one compile per batch shape
-      b = next(b for b in batches if b["src"].shape == shape)
-      jax.block_until_ready(decode(params, b["src"], b["src_len"]))
+    jax.block_until_ready(decode(params, batches[0]["src"], batches[0]["src_len"]))  # one shape
     compile_s = time.perf_counter() - start
     times = []
     for _ in range(max(1, repeats)):
       start = time.perf_counter()
-      results = [decode(params, b["src"], b["src_len"]) for b in batches]
-      results = jax.device_get(results)
+      results = jax.device_get([decode(params, b["src"], b["src_len"]) for b in batches])
       times.append(time.perf_counter() - start)
-    hyps, refs, tokens, decoded = [], [], 0, 0
-    for b, r in zip(batches, results):
-      for i, idx in enumerate(b["index"]):
-        if idx < 0:
-          continue
-        tokens += int(r["lengths"][i])
-        decoded += 1
-        if int(idx) in references:  # score each distinct source once
-          hyps.append(run.tgt_tok.decode(r["tokens"][i][:int(r["lengths"][i])]))
-          refs.append(references[int(idx)])
+    tokens = sum(int(np.sum(r["lengths"][b["index"] >= 0, 0])) for r, b in zip(results, batches))
+    rows = sum(int(np.sum(b["index"] >= 0)) for b in batches)
+    # Scored exactly as training scores, from the last timed pass's outputs.
+    decoded = evaluation.hypotheses_of(held, zip(batches, results), trained.tgt_tok)
     seconds = float(np.median(times))
-    scores = metrics.sequence_metrics(hyps, refs, metrics.bleu_tokenizer(run.tgt_tok.kind), g2p)
+    scores = evaluation.score(decoded, trained.tgt_tok, g2p)
     out["bleu_signature"] = scores.pop("bleu_signature")
     out["chrf_signature"] = scores.pop("chrf_signature")
-    out["examples"] = len(hyps)
+    out["examples"] = scores["decoded_examples"]
     out["results"].append({
-        "beam_size": int(beam), **scores, "sentences_per_s": decoded / seconds,
+        "beam_size": int(beam), **scores, "sentences_per_s": rows / seconds,
         "tokens_per_s": tokens / seconds, "compile_s": compile_s, "decode_s": seconds})
   return out
 

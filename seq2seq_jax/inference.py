@@ -15,7 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from seq2seq_jax import config_defaults, decoding, models, parallel
+from seq2seq_jax import config_defaults, decoding, evaluation, models, parallel
 from seq2seq_jax.checkpoints import has_checkpoints, restore_params
 from seq2seq_jax.data import batching, tokenizers
 from seq2seq_jax.errors import CheckpointError
@@ -30,22 +30,18 @@ class Trained:
   params: dict
   step: int
 
+  @property
+  def max_decode_len(self) -> int:
+    """Decoding length when none is given: the one rule of every entry point."""
+    return batching.decode_length(self.config.eval.max_decode_len, self.config.data.tgt_boundaries)
+
   def _decoder(self, max_len: int, beam_size: int, alpha: float, penalty: str):
-    """The jit-compiled decoder for these settings (kept, so later calls reuse
-    its compiled programs): f(params, src, src_len) -> tokens and lengths
-    [batch, beams, ...], scores (beam search) and attention of the best."""
+    """`decoding.jit_decode` for these settings, kept so that later calls
+    reuse its compiled programs."""
     key = (max_len, beam_size, alpha, penalty)
     cache = self.__dict__.setdefault("_decoders", {})
     if key not in cache:
-      model = self.model
-      if beam_size > 1:
-        fn = lambda p, s, l: decoding.beam_search(  # noqa: E731
-            model, p, s, l, max_len, beam_size, alpha, penalty)
-      else:
-        def fn(p, s, l):
-          out = decoding.greedy_decode(model, p, s, l, max_len)
-          return dict(out, tokens=out["tokens"][:, None], lengths=out["lengths"][:, None])
-      cache[key] = jax.jit(fn)
+      cache[key] = decoding.jit_decode(self.model, max_len, beam_size, alpha, penalty)
     return cache[key]
 
   def translate(self, sentences: Sequence[str], max_len: int = 0, beam_size: int = 1,
@@ -60,8 +56,7 @@ class Trained:
     max_len longer than the model has positions for (a Transformer's
     max_len) raises LengthError: nothing is cut or clamped.
     """
-    max_len = max_len or batching.decode_length(self.config.eval.max_decode_len,
-                                                self.config.data.tgt_boundaries)
+    max_len = max_len or self.max_decode_len
     ids = [self.src_tok.encode(s) for s in sentences]
     for sentence, i in zip(sentences, ids):  # named here, not as a batch's width
       shown = sentence if len(sentence) <= 40 else sentence[:40] + "..."
@@ -73,38 +68,38 @@ class Trained:
     decode = self._decoder(max_len, beam_size, alpha, penalty)
     src_boundaries = batching.parse_boundaries(self.config.data.src_boundaries)
     limit = max(1, int(self.config.eval.batch_size))
-    parts = []
-    for start in range(0, len(ids), limit):
-      chunk = ids[start:start + limit]
-      rows = min(limit, 1 << max(3, (len(chunk) - 1).bit_length()))
-      width = batching.eval_width((len(i) for i in chunk), src_boundaries)
-      batch = batching.fill_batch((width, 1), rows, ((i, (), r) for r, i in enumerate(chunk)))
-      out = jax.device_get(decode(self.params, batch["src"], batch["src_len"]))
-      parts.append({k: None if v is None else v[:len(chunk)] for k, v in out.items()
-                    if k in ("tokens", "lengths", "scores", "attention")})
-    out = {k: None if parts[0][k] is None else np.concatenate([p[k] for p in parts])
-           for k in (parts[0] if parts else ())}
-    tokens, lengths = out.get("tokens"), out.get("lengths")
+
+    def batches():
+      for start in range(0, len(ids), limit):
+        chunk = ids[start:start + limit]
+        rows = min(limit, 1 << max(3, (len(chunk) - 1).bit_length()))
+        width = batching.eval_width((len(i) for i in chunk), src_boundaries)
+        yield batching.fill_batch((width, 1), rows, ((i, (), r) for r, i in enumerate(chunk)))
+
     results = []
-    for row, sentence in enumerate(sentences):
-      hyp = tokens[row, 0][:int(lengths[row, 0])]
-      nb = [(self.tgt_tok.decode(tokens[row, j][:int(lengths[row, j])]),
-             float(out["scores"][row, j]) if beam_size > 1 else None)
-            for j in range(min(nbest, tokens.shape[1]))]
-      results.append({
-          "source": sentence,
-          "hypothesis": self.tgt_tok.decode(hyp),
-          "nbest": nb,
-          "src_tokens": self.src_tok.split(sentence),
-          "tgt_tokens": [self.tgt_tok.vocab.id_to_token(int(t)) for t in hyp],
-          "attention": None if out["attention"] is None
-                       else out["attention"][row][:len(hyp), ..., :len(ids[row])],
-          "unknown": self.src_tok.count_unknown(sentence),
-      })
-      if not ids[row]:  # nothing to translate: an empty input stays empty
-        results[-1].update(hypothesis="", nbest=[("", None)] * len(nb), tgt_tokens=[],
-                           attention=None)
+    for batch, out in evaluation.decode_batches(decode, self.params, batches()):
+      for row in range(int(np.sum(batch["index"] >= 0))):
+        n = len(results)
+        results.append(self._result(sentences[n], ids[n], out, row, beam_size > 1, nbest))
     return results
+
+  def _result(self, sentence: str, ids, out: dict, row: int, scored: bool, nbest: int) -> dict:
+    count = min(nbest, out["tokens"].shape[1])
+    common = {"source": sentence, "src_tokens": self.src_tok.split(sentence),
+              "unknown": self.src_tok.count_unknown(sentence)}
+    if not ids:  # nothing to translate: an empty input stays empty
+      return {**common, "hypothesis": "", "nbest": [("", None)] * count, "tgt_tokens": [],
+              "attention": None}
+    hyp = evaluation.hypothesis(out, row)
+    return {
+        **common,
+        "hypothesis": self.tgt_tok.decode(hyp),
+        "nbest": [(self.tgt_tok.decode(evaluation.hypothesis(out, row, j)),
+                   float(out["scores"][row, j]) if scored else None) for j in range(count)],
+        "tgt_tokens": [self.tgt_tok.vocab.id_to_token(int(t)) for t in hyp],
+        "attention": None if out["attention"] is None
+                     else out["attention"][row][:len(hyp), ..., :len(ids)],
+    }
 
 
 def with_defaults(saved: dict) -> ml_collections.ConfigDict:

@@ -4,6 +4,7 @@ Matplotlib's Agg backend is selected here, so plotting works on machines with
 no display (servers, CI).
 """
 
+import os
 from typing import Sequence
 
 import matplotlib
@@ -78,3 +79,25 @@ def save_heads_png(path: str, weights, src_tokens: Sequence[str], tgt_tokens: Se
   examples = [{"weights": w, "src_tokens": src_tokens, "tgt_tokens": tgt_tokens,
                "title": f"{title} head {h}".strip()} for h, w in enumerate(weights)]
   save_attention_png(path, examples, ncols=min(ncols, len(examples)))
+
+
+def save_decoded_attention(path: str, decoded: Sequence[dict], src_tok, tgt_tok) -> bool:
+  """Draws the attention of decoded examples (`evaluation.decode_split`'s
+  dicts) to `path`; multi-head weights are drawn as the mean of the heads.
+  Returns False, drawing nothing, when the model has no attention."""
+  examples = []
+  for d in decoded:
+    if d["attention"] is None:
+      return False
+    weights, title = np.asarray(d["attention"]), d["source"]
+    if weights.ndim == 3:  # [tgt, heads, src]
+      weights, title = weights.mean(axis=1), f"{title} (mean of {weights.shape[1]} heads)"
+    examples.append({"weights": weights, "src_tokens": src_tok.split(d["source"])[:d["src_len"]],
+                     "tgt_tokens": [tgt_tok.vocab.id_to_token(int(t)) for t in d["hyp_ids"]],
+                     "title": title})
+  if not examples:
+    return False
+  if os.path.dirname(path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+  save_attention_png(path, examples)
+  return True

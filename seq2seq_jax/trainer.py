@@ -21,10 +21,10 @@ import ml_collections
 import numpy as np
 from jax import monitoring
 
-from seq2seq_jax import (compile_ahead, config_schema, decoding, faults, metrics, models,
+from seq2seq_jax import (compile_ahead, config_schema, decoding, evaluation, faults, models,
                          parallel, plotting, training)
 from seq2seq_jax.checkpoints import Checkpoints, has_checkpoints
-from seq2seq_jax.data import batching, sources, tokenizers
+from seq2seq_jax.data import batching, sources, tokenizers, windowed
 from seq2seq_jax.errors import CheckpointError
 from seq2seq_jax.metric_writer import MetricWriter, NullWriter
 
@@ -44,10 +44,6 @@ def compilation_count() -> int:
   return _compilations[0]
 
 
-def _model_batch(batch: dict) -> dict:
-  return {k: batch[k] for k in batching.MODEL_KEYS}
-
-
 class Run:
   """Everything a run derives from its config and data, before any write."""
 
@@ -64,12 +60,10 @@ class Run:
     self.src_tok, self.tgt_tok = self._tokenizers()
     self.src_boundaries = batching.parse_boundaries(config.data.src_boundaries)
     self.tgt_boundaries = batching.parse_boundaries(config.data.tgt_boundaries)
-    encoded = {name: batching.encode_pairs(self.splits[name], self.src_tok, self.tgt_tok)
-               for name in ("valid", "test")}
     if config.data.bucket_window > 0:
       # Streamed: one pass now counts the buckets, then each epoch re-reads
       # the split, sorting by length within windows of bucket_window examples.
-      self.train_batches = batching.WindowedBatcher(
+      self.train_batches = windowed.WindowedBatcher(
           self.splits["train"], batching.pair_encoder(self.src_tok, self.tgt_tok),
           self.src_boundaries, self.tgt_boundaries, batch_size=config.train.batch_size,
           seed=config.seed, window=config.data.bucket_window, too_long=config.data.too_long)
@@ -80,19 +74,12 @@ class Run:
           batch_size=config.train.batch_size, seed=config.seed, shuffle=True,
           too_long=config.data.too_long)
     # Evaluation pads every batch to one shape, wide enough for every valid
-    # and test example (batching.eval_width): it compiles once, not once a
-    # bucket, and scores every example, whatever data.too_long does in
-    # training.
-    srcs = [s for name in ("valid", "test") for s in encoded[name][0]]
-    tgts = [t for name in ("valid", "test") for t in encoded[name][1]]
-    eval_src_b = (batching.eval_width(map(len, srcs), self.src_boundaries),)
-    eval_tgt_b = (batching.eval_width((len(t) + 1 for t in tgts), self.tgt_boundaries),)
-    self.eval_batches = {
-        name: batching.BucketBatcher(
-            *encoded[name], eval_src_b, eval_tgt_b, batch_size=config.eval.batch_size,
-            seed=0, shuffle=False, too_long="error")
-        for name in ("valid", "test")
-    }
+    # and test example: it compiles once, not once a bucket, and scores
+    # every example, whatever data.too_long does in training.
+    self.held_out = evaluation.held_out({name: self.splits[name] for name in ("valid", "test")},
+                                        self.src_tok, self.tgt_tok, config.data,
+                                        config.eval.batch_size)
+    eval_src_b, eval_tgt_b = self.held_out["valid"].width
     self.max_decode_len = batching.decode_length(config.eval.max_decode_len,
                                                  config.data.tgt_boundaries)
     self.model = models.build_model(config.model, len(self.src_tok.vocab), len(self.tgt_tok.vocab))
@@ -100,8 +87,8 @@ class Run:
     # must hold every shape the run will use: checked now, before any work.
     for what, width in (("the training source buckets", self.src_boundaries[-1]),
                         ("the training target buckets", self.tgt_boundaries[-1]),
-                        ("the longest valid/test source", eval_src_b[0]),
-                        ("the longest valid/test target", eval_tgt_b[0]),
+                        ("the longest valid/test source", eval_src_b),
+                        ("the longest valid/test target", eval_tgt_b),
                         ("decoding (eval.max_decode_len)", self.max_decode_len)):
       decoding.check_positions(self.model, width, f"{what} ({width} tokens)")
 
@@ -153,125 +140,12 @@ class Run:
     self.tgt_tok.save(os.path.join(self.workdir, "tgt_tokenizer.json"))
 
 
-class Evaluator:
-  """Teacher-forced metrics and greedy decoding on the valid/test sets."""
-
-  def __init__(self, run: Run):
-    self.run = run
-    self.eval_step = training.jit_eval_step(run.model.apply)
-    ev = run.config.eval
-    self.decode = decoding.jit_decode(run.model, run.max_decode_len, ev.beam_size, ev.alpha,
-                                      ev.length_penalty)
-    self.references = {split: references_by_source(run.splits[split], run.tgt_tok)
-                       for split in ("valid", "test")}
-    self._ahead = None
-
-  def compile_ahead(self, ahead: compile_ahead.Ahead, params) -> None:
-    """Starts compiling the evaluation programs (see `Run`: one batch shape
-    for both splits); params may be shapes (`jax.ShapeDtypeStruct`)."""
-    self._ahead = ahead
-    batches = self.run.eval_batches["valid"]
-    for shape in batches.batch_shapes():
-      batch = _model_batch(batching.fill_batch(shape, batches.batch_size, ()))
-      ahead.submit(("eval_step", shape), self.eval_step, params, batch)
-      ahead.submit(("decode", shape), self.decode, params, batch["src"], batch["src_len"])
-
-  def _wait(self, program: str, batch: dict) -> None:
-    if self._ahead is not None:
-      self._ahead.wait((program, batch["src"].shape[1:] + batch["tgt_in"].shape[1:]))
-
-  def _decode_rows(self, params, batch: dict, rows: list[int], split: str) -> list[dict]:
-    run = self.run
-    pairs = run.splits[split]
-    self._wait("decode", batch)
-    result = jax.device_get(self.decode(params, batch["src"], batch["src_len"]))
-    out = []
-    for i in rows:
-      idx = int(batch["index"][i])
-      src = pairs[idx][0]
-      refs = self.references[split][idx]
-      hyp_ids = result["tokens"][i][:int(result["lengths"][i])]
-      out.append({
-          "index": idx, "source": src, "reference": refs[0], "references": refs,
-          "hypothesis": run.tgt_tok.decode(hyp_ids),
-          "attention": None if result["attention"] is None else result["attention"][i],
-          "hyp_ids": hyp_ids, "src_len": int(batch["src_len"][i]),
-      })
-    return out
-
-  def decode_first(self, params, split: str, count: int) -> list[dict]:
-    """Greedy outputs of the first `count` examples of the split's first batch."""
-    batch = next(iter(self.run.eval_batches[split].iterate_epoch()))
-    refs = self.references[split]
-    rows = [i for i, idx in enumerate(batch["index"]) if int(idx) in refs][:count]
-    return self._decode_rows(params, batch, rows, split)
-
-  def __call__(self, params, split: str, max_decode: int = 0) -> tuple[dict, list[dict]]:
-    """Returns (metrics, decoded examples). Each distinct source is decoded
-    once and scored against all its references; max_decode > 0 decodes only
-    the sources among the first that many examples (the teacher-forced
-    metrics use every pair)."""
-    run = self.run
-    batches = run.eval_batches[split]
-    refs = self.references[split]
-    sums = {}
-    decoded = []
-    for batch in batches.iterate_epoch():
-      self._wait("eval_step", batch)
-      out = jax.device_get(self.eval_step(params, _model_batch(batch)))
-      sums = {k: sums.get(k, 0.0) + float(v) for k, v in out.items()}
-      rows = [i for i, idx in enumerate(batch["index"]) if int(idx) in refs
-              and (max_decode <= 0 or idx < max_decode)]
-      if rows:
-        decoded.extend(self._decode_rows(params, batch, rows, split))
-    decoded.sort(key=lambda d: d["index"])
-    values = training.summarize(sums)
-    values["examples"] = int(batches.num_examples)  # teacher-forced: every pair of the split
-    values.update(metrics.sequence_metrics(
-        [d["hypothesis"] for d in decoded], [d["references"] for d in decoded],
-        metrics.bleu_tokenizer(run.tgt_tok.kind), g2p=run.config.data.source == "cmudict"))
-    values["decoded_examples"] = len(decoded)
-    return values, decoded
-
-
-def references_by_source(pairs, tgt_tok) -> dict:
-  """{index of a source's first pair: [its targets, detokenized as the model
-  would print them, in order]}: the examples decoding scores, one per
-  distinct source, with every reference translation of that source."""
-  first, refs = {}, {}
-  for i, (src, tgt) in enumerate(pairs):
-    j = first.setdefault(src, i)
-    ref = tgt_tok.join(tgt_tok.split(tgt))
-    if ref not in refs.setdefault(j, []):
-      refs[j].append(ref)
-  return refs
-
-
-def _plot_attention(run: Run, decoded: list[dict], path: str, count: int) -> bool:
-  examples = []
-  for d in decoded[:count]:
-    if d["attention"] is None:
-      return False
-    src_tokens = run.src_tok.split(d["source"])[:d["src_len"]]
-    tgt_tokens = [run.tgt_tok.vocab.id_to_token(int(t)) for t in d["hyp_ids"]]
-    weights, title = d["attention"], d["source"]
-    if weights.ndim == 3:  # [tgt, heads, src]: multi-head, draw the mean of the heads
-      weights, title = weights.mean(axis=1), f"{title} (mean of {weights.shape[1]} heads)"
-    examples.append({"weights": weights, "src_tokens": src_tokens,
-                     "tgt_tokens": tgt_tokens, "title": title})
-  if not examples:
-    return False
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  plotting.save_attention_png(path, examples)
-  return True
-
-
 def data_report(run: Run) -> dict:
   """What reading the data cost: per split, the examples kept, dropped or
   truncated for length (data.too_long), and the tokens the vocabularies map
   to <unk> (characters or words not seen in training)."""
   report = {}
-  splits = {"train": run.train_batches, **run.eval_batches}
+  splits = {"train": run.train_batches, **{k: v.batches for k, v in run.held_out.items()}}
   for name, batches in splits.items():
     report[name] = {"examples": int(batches.num_examples), "dropped": int(batches.num_dropped),
                     "truncated": int(batches.num_truncated), **batches.unknown_counts}
@@ -357,7 +231,7 @@ def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optio
   # bucket shape, then evaluation.
   init = engine.initializer(run.model, cfg)
   seed = np.int32(config.seed)
-  first = _model_batch(run.train_batches.batch_at(0))
+  first = evaluation.model_batch(run.train_batches.batch_at(0))
   init_args = (seed, first["src"], first["src_len"], first["tgt_in"])
   ahead.submit("init", init, *init_args)
   state_shape, key_shape = jax.eval_shape(init, *init_args)
@@ -369,7 +243,8 @@ def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optio
   shapes.sort(key=lambda s: s != first_shape)  # the first step's program first
   train_step.compile_ahead(ahead, state_shape, shapes, cfg.batch_size, key_shape,
                            np.float32(1.0) if scheduled else None)
-  evaluator = Evaluator(run)
+  evaluator = evaluation.Evaluator(run.model, run.held_out, run.tgt_tok, config.eval,
+                                   run.max_decode_len, g2p=config.data.source == "cmudict")
   evaluator.compile_ahead(ahead, engine.eval_params_shape(state_shape.params))
   ahead.wait("init")
   state, dropout_rng = init(*init_args)
@@ -407,8 +282,8 @@ def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optio
   for step in range(start_step, cfg.num_steps):
     batch = next(stream)
     gold_prob = np.float32(training.gold_probability(ss, step)) if scheduled else None
-    state, step_metrics = train_step(state, engine.put_batch(_model_batch(batch)), dropout_rng,
-                                     gold_prob)
+    state, step_metrics = train_step(state, engine.put_batch(evaluation.model_batch(batch)),
+                                     dropout_rng, gold_prob)
     pending.append(step_metrics)
     done = step + 1
     if pbar is not None:
@@ -467,7 +342,7 @@ def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optio
   return _final_eval(run, evaluator, writer, state, train_step)
 
 
-def _periodic_eval(run: Run, evaluator: Evaluator, writer: MetricWriter, params, step: int):
+def _periodic_eval(run: Run, evaluator: evaluation.Evaluator, writer: MetricWriter, params, step: int):
   values, _ = evaluator(params, "valid", run.config.eval.num_decode_examples)
   writer.write(step, "valid", values)
   logging.info("step %d valid: %s", step, values)
@@ -476,11 +351,11 @@ def _periodic_eval(run: Run, evaluator: Evaluator, writer: MetricWriter, params,
     # A few fixed test examples, so the pictures of successive evals compare.
     decoded = evaluator.decode_first(params, "test", count)
     path = os.path.join(run.workdir, "attention", f"step_{step}.png")
-    if _plot_attention(run, decoded, path, count):
+    if plotting.save_decoded_attention(path, decoded, run.src_tok, run.tgt_tok):
       writer.image(step, "attention", plotting.figure_to_array(path))
 
 
-def _final_eval(run: Run, evaluator: Evaluator, writer: MetricWriter, state, train_step) -> dict:
+def _final_eval(run: Run, evaluator: evaluation.Evaluator, writer: MetricWriter, state, train_step) -> dict:
   step = int(jax.device_get(state.step))
   values, decoded = evaluator(parallel.DataParallel.local_params(state), "test")
   values["train_step_compilations"] = train_step.cache_size()

@@ -25,7 +25,7 @@ import pytest
 
 import orbax.checkpoint as ocp
 
-from seq2seq_jax import checkpoints, config_schema, metric_writer, trainer
+from seq2seq_jax import checkpoints, config_schema, evaluation, metric_writer, trainer
 from seq2seq_jax.checkpoints import Checkpoints
 from seq2seq_jax.data import batching
 from seq2seq_jax.errors import CheckpointError, DivergenceError
@@ -70,7 +70,7 @@ def fresh_state(workdir):
   config = tiny()
   run = trainer.Run(copy.deepcopy(config), workdir)
   return training.create_train_state(run.model, config.train, jax.random.key(0),
-                                     trainer._model_batch(run.train_batches.batch_at(0)))
+                                     evaluation.model_batch(run.train_batches.batch_at(0)))
 
 
 def saved_state(workdir, step=None):

@@ -57,4 +57,4 @@ def test_wheel_installs_and_trains_outside_the_checkout(tmp_path):
   result = json.loads(run.stdout.strip().splitlines()[-1])
   assert result["file"].startswith(str(tmp_path / "site"))  # not the checkout
   assert result["step"] == 1 and result["loss"] > 0
-  assert result["tokens"] == [4, 6]
+  assert result["tokens"] == [4, 1, 6]

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from seq2seq_jax import trainer
+from seq2seq_jax import evaluation, trainer
 from seq2seq_jax.checkpoints import Checkpoints
 from seq2seq_jax.data import batching
 from seq2seq_jax.errors import CheckpointError, ConfigError, DataError, LengthError
@@ -93,7 +93,7 @@ def test_resume_gives_identical_parameters(tmp_path):
     run = trainer.Run(copy.deepcopy(config), workdir)
     from seq2seq_jax import training
     state = training.create_train_state(run.model, config.train, jax.random.key(0),
-                                        trainer._model_batch(run.train_batches.batch_at(0)))
+                                        evaluation.model_batch(run.train_batches.batch_at(0)))
     return Checkpoints(run.ckpt_dir).restore(state)
 
   a, b = params(straight), params(split)

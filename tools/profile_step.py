@@ -64,12 +64,12 @@ def summarize(trace_dir: str, steps: int, top: int) -> str:
 def main(argv):
   del argv
   import jax  # pylint: disable=import-outside-toplevel
-  from seq2seq_jax import parallel, trainer  # pylint: disable=import-outside-toplevel
+  from seq2seq_jax import evaluation, parallel, trainer  # pylint: disable=import-outside-toplevel
 
   config = FLAGS.config
   run = trainer.Run(config, os.path.join(FLAGS.trace_dir, "workdir"))
   engine = parallel.DataParallel(config.parallel.strategy)
-  batches = [trainer._model_batch(run.train_batches.batch_at(i))  # pylint: disable=protected-access
+  batches = [evaluation.model_batch(run.train_batches.batch_at(i))
              for i in range(run.train_batches.steps_per_epoch)]
   # The most common bucket shape: the step most of a run consists of.
   shapes = collections.Counter(b["src"].shape for b in batches)

@@ -114,7 +114,7 @@ def time_decode(model, params, src: np.ndarray, src_len: np.ndarray, max_len: in
   seconds = timing["median_ms"] / 1e3
   return {"beam_size": beam_size, "max_len": max_len, "compile": compile_times, **timing,
           "steps": int(out["steps"]), "sentences_per_s": src.shape[0] / seconds,
-          "tokens_per_s": float(np.sum(out["lengths"])) / seconds}
+          "tokens_per_s": float(np.sum(out["lengths"][:, 0])) / seconds}
 
 
 def torch_step(name: str, sizes: Sizes, batch: dict, threads: int):

@@ -22,7 +22,7 @@ one split.
 import gzip
 import hashlib
 import os
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 from seq2seq_jax.data import tasks
 from seq2seq_jax.data.pairs import SPLITS, PairStream  # noqa: F401  (re-exported)
@@ -124,8 +124,9 @@ def _source_error(value):
       f" 'tsv:<path>' or 'tfds:<name>[/<config>]', got {value!r}")
 
 
-def load_splits(data_config: Any) -> dict:
-  """Loads the train/valid/test pairs that `data_config` describes.
+def load_splits(data_config: Any, only: Sequence[str] = SPLITS) -> dict:
+  """Loads the train/valid/test pairs that `data_config` describes (only the
+  splits named in `only`: evaluation reads just the split it scores).
 
   Args:
     data_config: the config's `data` ConfigDict (or any object with these
@@ -150,6 +151,15 @@ def load_splits(data_config: Any) -> dict:
   are dropped; the streamed training split is not deduplicated (that would
   need a set of the whole corpus), the held-out splits still are.
   """
+  only = tuple(only)
+  unknown = [name for name in only if name not in SPLITS]
+  if unknown:
+    raise ValueError(f"unknown splits {unknown}; splits are {SPLITS}")
+  return {name: pairs for name, pairs in _load(data_config, only).items() if name in only}
+
+
+def _load(data_config, only):
+  """All splits, or for tsv and tfds at least those in `only`."""
   source = _field(data_config, "source")
   if source == "cmudict":
     from seq2seq_jax.data import cmudict_source
@@ -171,14 +181,14 @@ def load_splits(data_config: Any) -> dict:
   if scheme == "tsv":
     if not rest:
       raise _source_error(source)
-    return _load_tsv_splits(rest, data_config)
+    return _load_tsv_splits(rest, data_config, only)
   if scheme == "tfds":  # imported here: tensorflow_datasets only when used
     from seq2seq_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
-    return tfds_source.load_tfds_splits(rest, data_config)
+    return tfds_source.load_tfds_splits(rest, data_config, only)
   raise _source_error(source)
 
 
-def _load_tsv_splits(path, data_config):
+def _load_tsv_splits(path, data_config, only=SPLITS):
   seed = _field(data_config, "seed")
   if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
     raise ConfigError(f"data.seed must be an integer >= 0, got {seed!r}")
@@ -204,8 +214,12 @@ def _load_tsv_splits(path, data_config):
 
   path = os.path.expanduser(path)
   splits = {split: _dedupe(_read_nonempty(explicit[split]))
-            for split in ("valid", "test") if explicit[split]}
-  if window:
+            for split in ("valid", "test") if explicit[split] and split in only}
+  if all(explicit.get(split) for split in only):
+    return splits  # the main file holds none of the requested splits
+  if window or "train" not in only:
+    # Streamed: the held-out pairs are collected in one pass and the
+    # training split is never held in memory (nor built, for evaluation).
     splits.update(_stream_tsv_splits(path, fractions, seed))
   else:
     main = _dedupe(_read_nonempty(path))
@@ -213,7 +227,7 @@ def _load_tsv_splits(path, data_config):
     _check_carved(path, len(main), {k: len(v) for k, v in carved.items()},
                   fractions)
     splits.update(carved)
-  return {split: splits[split] for split in SPLITS}
+  return {split: splits[split] for split in SPLITS if split in splits}
 
 
 def _stream_tsv_splits(path, fractions, seed):

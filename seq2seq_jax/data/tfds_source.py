@@ -38,7 +38,7 @@ import argparse
 import difflib
 import os
 import sys
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from seq2seq_jax.data import pairs
 from seq2seq_jax.errors import ConfigError, DataError
@@ -238,12 +238,14 @@ def iter_pairs(source, keys, name) -> Iterator[tuple]:
         yield src, tgt
 
 
-def load_tfds_splits(name_and_config: str, data_config: Any) -> dict:
+def load_tfds_splits(name_and_config: str, data_config: Any,
+                     only: Sequence[str] = pairs.SPLITS) -> dict:
   """Loads the train/valid/test pairs of a prepared TFDS dataset.
 
   Args:
     name_and_config: "<name>[/<config>]" (what follows "tfds:").
     data_config: the config's `data`; see the module docstring.
+    only: the splits to open (the others are not read).
 
   Returns:
     {"train", "valid", "test"}: lists of (source, target) str pairs; with
@@ -261,7 +263,7 @@ def load_tfds_splits(name_and_config: str, data_config: Any) -> dict:
         "data.source 'tfds:' needs a dataset name, e.g. "
         "'tfds:ted_hrlr_translate/pt_to_en'")
   data_dir = _data_dir(data_config)
-  splits = _split_names(data_config)
+  splits = {role: split for role, split in _split_names(data_config).items() if role in only}
   window = _window(data_config)
   tfds = _tfds()
   builder = _builder(tfds, name, data_dir)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from seq2seq_jax.data import batching, sources, tasks
-from seq2seq_jax.data.batching import BucketBatcher, WindowedBatcher
+from seq2seq_jax.data.batching import BucketBatcher
+from seq2seq_jax.data.windowed import WindowedBatcher
 from seq2seq_jax.data.tokenizers import BOS, EOS, PAD, UNK, CharTokenizer
 from seq2seq_jax.errors import ConfigError, DataError
 

@@ -196,6 +196,32 @@ def test_tsv_explicit_paths(tmp_path):
   assert splits["train"] == [("a", "A"), ("c", "C")]
 
 
+def test_loading_only_the_held_out_split_reads_nothing_else(tmp_path):
+  """Evaluation loads the split it scores: a file that holds only other
+  splits is never opened (here: removed), and a carved split equals its
+  part of a full load."""
+  main = _write(tmp_path, "train.tsv", b"a\tA\nb\tB\nc\tC\n")
+  test = _write(tmp_path, "test.tsv", b"t\tT\n")
+  config = _tsv_config(main, test_path=test, valid_path=test)
+  (tmp_path / "train.tsv").unlink()
+  assert sources.load_splits(config, only=("test",)) == {"test": [("t", "T")]}
+  with pytest.raises(DataError):  # the full load does need it
+    sources.load_splits(config)
+  pairs = _numbered_pairs(400)
+  lines = [f"{s}\t{t}" for s, t in pairs] * 2  # duplicates, dropped by both ways
+  path = _write(tmp_path, "d.tsv", "\n".join(lines).encode("utf-8"))
+  full = sources.load_splits(_tsv_config(path, seed=3))
+  only = sources.load_splits(_tsv_config(path, seed=3), only=("test", "valid"))
+  assert set(only) == {"test", "valid"} and full["test"] and full["valid"]
+  assert only == {"test": full["test"], "valid": full["valid"]}
+  built = sources.load_splits(ml_collections.ConfigDict(dict(
+      source="builtin:copy", seed=1, num_train=20, num_valid=5, num_test=7, min_len=0,
+      max_len=0)), only=("test",))
+  assert list(built) == ["test"] and len(built["test"]) == 7
+  with pytest.raises(ValueError, match="unknown splits"):
+    sources.load_splits(config, only=("tset",))
+
+
 def test_fraction_that_selects_nothing(tmp_path):
   path = _write(tmp_path, "d.tsv", b"a\tA\nb\tB\nc\tC\n")
   with pytest.raises(DataError) as info:

@@ -1,8 +1,8 @@
 """Draws the attention of several trained workdirs on the same sentences,
 side by side (one column per workdir, one row per sentence).
 
-  python -m seq2seq_jax.compare_attention --out=docs/normalizers.png \
-      --workdirs=runs/attention_sweep/bahdanau-additive-softmax,runs/attention_sweep/bahdanau-additive-sparsemax \
+  python tools/compare_attention.py --out=docs/normalizers.png \
+      --workdirs=runs/attention_sweep/bahdanau-additive-softmax-seed0,runs/attention_sweep/bahdanau-additive-sparsemax-seed0 \
       "the 3rd of march 2020" "03/03/20"
 """
 
@@ -11,6 +11,10 @@ import sys
 
 from absl import app, flags
 from absl import logging as absl_logging
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # a checkout
+
+from seq2seq_jax.cli import fail  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("workdirs", [], "Trained workdirs to compare.")
@@ -22,8 +26,7 @@ def main(argv):
   absl_logging.set_verbosity(absl_logging.WARNING)
   sentences = argv[1:]
   if not FLAGS.workdirs or not sentences:
-    print("error: give --workdirs and at least one sentence", file=sys.stderr)
-    sys.exit(2)
+    fail("give --workdirs and at least one sentence")
   from seq2seq_jax import plotting
   from seq2seq_jax.errors import UserError
   from seq2seq_jax.inference import load_workdir
@@ -33,15 +36,13 @@ def main(argv):
     for workdir in FLAGS.workdirs:
       columns.append(load_workdir(workdir).translate(sentences))
   except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    fail(str(e))
   examples = []
   for row in range(len(sentences)):
     for label, column in zip(labels, columns):
       result = column[row]
       if result["attention"] is None:
-        print(f"error: {label} has no attention to draw", file=sys.stderr)
-        sys.exit(2)
+        fail(f"{label} has no attention to draw")
       examples.append({"weights": result["attention"], "src_tokens": result["src_tokens"],
                        "tgt_tokens": result["tgt_tokens"],
                        "title": f"{label}: {result['hypothesis']}"})
