@@ -11,22 +11,26 @@
   tfds:<name>[/<config>]  a prepared TensorFlow Datasets translation
                    dataset, read without TensorFlow (`tfds_source.py`)
 
-A TSV file is read line by line (`stream_tsv`), never whole: with
-`data.bucket_window > 0` the training split is a `PairStream` that reads the
-file again each epoch, so a corpus larger than memory trains. Valid/test
-splits are carved off by a hash of (data.seed, source sentence) (`split_of`),
-which needs no pass over the whole file and keeps all pairs of one source in
-one split.
+Every split is a random-access sequence of pairs (len, [i], iteration), so
+the input pipeline shuffles a whole split, whatever its size. The held-out
+splits and the small sources are lists. The training split of an
+uncompressed TSV file is a `tsv_index.TsvPairs`: the byte offsets of its
+lines, built in one pass and cached, so memory does not grow with the corpus
+beyond 8 bytes a line. A gzipped file has no random access: it is read into
+memory. Valid/test splits are carved off by a hash of (data.seed, source
+sentence) (`split_of`), which needs no pass over the whole file and keeps all
+pairs of one source in one split.
 """
 
 import gzip
 import hashlib
 import os
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, NamedTuple, Optional, Sequence
 
 from seq2seq_jax.data import tasks
-from seq2seq_jax.data.pairs import SPLITS, PairStream  # noqa: F401  (re-exported)
+from seq2seq_jax.data.pairs import SPLITS  # noqa: F401  (re-exported)
 from seq2seq_jax.errors import ConfigError, DataError
+
 
 def read_tsv(path: str) -> tuple:
   """Reads `source<TAB>target[<TAB>ignored...]` lines into memory.
@@ -64,18 +68,30 @@ def stream_tsv(path: str, stats: Optional[dict] = None) -> Iterator[tuple]:
     DataError: missing/unreadable file, or a line that is not UTF-8, has no
       tab, or has an empty source or target; the message names path:line.
   """
+  for _, _, pair in scan_tsv(path, stats):
+    yield pair
+
+
+def scan_tsv(path: str, stats: Optional[dict] = None) -> Iterator[tuple]:
+  """`stream_tsv` with each pair's place: yields (lineno, offset, pair).
+
+  lineno counts from 1; offset is the byte offset of the line's start in the
+  (uncompressed) text, which is where `tsv_index` reads it again.
+  """
   if stats is None:
     stats = {}
   stats.update(lines=0, blank_lines=0, pairs=0, extra_column_lines=0)
   opener = gzip.open if str(path).endswith(".gz") else open
   try:
     with opener(path, "rb") as f:
+      offset = 0
       for lineno, raw in enumerate(f, start=1):
         stats["lines"] = lineno
-        pair = _parse_line(path, lineno, raw, stats)
+        pair = parse_line(raw, f"{path}:{lineno}", lineno == 1, stats)
         if pair is not None:
           stats["pairs"] += 1
-          yield pair
+          yield lineno, offset, pair
+        offset += len(raw)
   except FileNotFoundError:
     raise DataError(f"data file not found: {path}") from None
   except IsADirectoryError:
@@ -85,29 +101,44 @@ def stream_tsv(path: str, stats: Optional[dict] = None) -> Iterator[tuple]:
     raise DataError(f"cannot read data file {path}: {e}") from None
 
 
-def _parse_line(path, lineno, raw, stats):
+def parse_line(raw: bytes, where: str, first: bool,
+               stats: Optional[dict] = None) -> Optional[tuple]:
+  """One line of a TSV file (its bytes, line break included or not) as a
+  (source, target) pair, or None for a blank line.
+
+  Args:
+    raw: the line's bytes.
+    where: how error messages name the line, e.g. "data.tsv:12".
+    first: the file's first line (which may start with a byte order mark).
+    stats: if given, its "blank_lines" and "extra_column_lines" counts are
+      increased (`read_tsv`).
+
+  Raises:
+    DataError: "<where>: <problem>" for a line that is not UTF-8, has no tab,
+      or has an empty source or target.
+  """
   try:
     line = raw.decode("utf-8")
   except UnicodeDecodeError:
-    raise DataError(f"{path}:{lineno}: not valid UTF-8") from None
+    raise DataError(f"{where}: not valid UTF-8") from None
   line = line.rstrip("\r\n")
-  if lineno == 1:
+  if first:
     # Editors on Windows like to start UTF-8 files with a byte order mark.
     line = line.removeprefix("\ufeff")
   if not line.strip():
-    stats["blank_lines"] += 1
+    if stats is not None:
+      stats["blank_lines"] += 1
     return None
   columns = line.split("\t")
   if len(columns) < 2:
-    raise DataError(
-        f"{path}:{lineno}: expected 'source<TAB>target', found 1 column")
-  if len(columns) > 2:
+    raise DataError(f"{where}: expected 'source<TAB>target', found 1 column")
+  if len(columns) > 2 and stats is not None:
     stats["extra_column_lines"] += 1
   source, target = columns[0].strip(), columns[1].strip()
   if not source:
-    raise DataError(f"{path}:{lineno}: empty source")
+    raise DataError(f"{where}: empty source")
   if not target:
-    raise DataError(f"{path}:{lineno}: empty target")
+    raise DataError(f"{where}: empty target")
   return source, target
 
 
@@ -131,25 +162,27 @@ def load_splits(data_config: Any, only: Sequence[str] = SPLITS) -> dict:
   Args:
     data_config: the config's `data` ConfigDict (or any object with these
       attributes):
-      source: "builtin:<task>" or "tsv:<path>".
+      source: "builtin:<task>", "cmudict", "tsv:<path>" or "tfds:<name>".
       seed: non-negative int; generation and TSV splitting depend only on it.
       builtin only: num_train, num_valid, num_test, min_len, max_len (None
         or 0 means the task default); see `tasks.make_task`.
       tsv only: valid_path, test_path ("" means split off the main file),
-        valid_fraction, test_fraction (used for the splits without a path),
-        bucket_window (optional, default 0: > 0 streams the training split).
+        valid_fraction, test_fraction (used for the splits without a path).
+    only: the splits to load.
 
   Returns:
-    {"train", "valid", "test"} -> list of (source, target) string pairs;
-    for tsv with bucket_window > 0, "train" is a `PairStream` instead.
+    {split: pairs} for the splits in `only`, each a random-access sequence
+    of (source, target) string pairs (len, [i] for 0 <= i < len, iteration
+    in order): a list, except the training split of an uncompressed TSV
+    file (a `tsv_index.TsvPairs`) and of a TFDS dataset
+    (a `tfds_source.TfdsPairs`).
 
   TSV splitting assigns each pair by `split_of` its source: all pairs with
   the same source land in one split (a sentence with several reference
   translations must not be in train and test at once), and a sentence's
   split depends only on (seed, sentence, fractions), not on the rest of the
-  file. Each split keeps the file order. In memory, exact duplicate pairs
-  are dropped; the streamed training split is not deduplicated (that would
-  need a set of the whole corpus), the held-out splits still are.
+  file. Each split keeps the file order, and exact duplicate pairs are
+  dropped (the first one is kept).
   """
   only = tuple(only)
   unknown = [name for name in only if name not in SPLITS]
@@ -188,6 +221,19 @@ def _load(data_config, only):
   raise _source_error(source)
 
 
+class Carved(NamedTuple):
+  """The splits carved off one TSV file, and what their checks need.
+
+  splits: split name -> pairs (the requested ones, maybe more).
+  sizes: split name -> number of pairs, for every split of the file (the
+    training split's too, when it is not loaded).
+  total: the pairs of the file, for messages.
+  """
+  splits: dict
+  sizes: dict
+  total: int
+
+
 def _load_tsv_splits(path, data_config, only=SPLITS):
   seed = _field(data_config, "seed")
   if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -207,57 +253,48 @@ def _load_tsv_splits(path, data_config, only=SPLITS):
     raise ConfigError(
         "data.valid_fraction + data.test_fraction must be < 1, got "
         f"{sum(fractions.values())}")
-  window = getattr(data_config, "bucket_window", 0)
-  if isinstance(window, bool) or not isinstance(window, int) or window < 0:
-    raise ConfigError(
-        f"data.bucket_window must be an integer >= 0, got {window!r}")
 
   path = os.path.expanduser(path)
   splits = {split: _dedupe(_read_nonempty(explicit[split]))
             for split in ("valid", "test") if explicit[split] and split in only}
   if all(explicit.get(split) for split in only):
     return splits  # the main file holds none of the requested splits
-  if window or "train" not in only:
-    # Streamed: the held-out pairs are collected in one pass and the
-    # training split is never held in memory (nor built, for evaluation).
-    splits.update(_stream_tsv_splits(path, fractions, seed))
-  else:
+  carved = None
+  if not path.endswith(".gz") and os.path.isfile(path):
+    # Random access: a line-offset index, cached; without "train" only a
+    # cached one is used (evaluation builds no training index).
+    from seq2seq_jax.data import tsv_index  # pylint: disable=g-import-not-at-top
+    carved = tsv_index.carve(path, seed, fractions, build="train" in only)
+  if carved is None and "train" in only:
+    # gzip (or no regular file: read_tsv names the problem): in memory.
     main = _dedupe(_read_nonempty(path))
-    carved = split_by_source(main, fractions, seed)
-    _check_carved(path, len(main), {k: len(v) for k, v in carved.items()},
-                  fractions)
-    splits.update(carved)
+    parts = split_by_source(main, fractions, seed)
+    carved = Carved(parts, {k: len(v) for k, v in parts.items()}, len(main))
+  elif carved is None:
+    carved = _carve_held_out(path, fractions, seed)
+  if not carved.total:
+    raise DataError(f"{path}: no source<TAB>target pairs found")
+  _check_carved(path, carved.total, carved.sizes, fractions)
+  splits.update(carved.splits)
   return {split: splits[split] for split in SPLITS if split in splits}
 
 
-def _stream_tsv_splits(path, fractions, seed):
-  """One streamed pass collects the held-out pairs; train stays a stream."""
-  carved = {"train": 0, **{name: [] for name in fractions}}
-  total = 0
+def _carve_held_out(path, fractions, seed) -> Carved:
+  """One streamed pass collects the held-out pairs; the training pairs are
+  only counted, and so are their duplicates (dropping them would need them
+  all): sizes["train"] and total count lines, not distinct pairs."""
+  held_out = {name: [] for name in fractions}
+  train = 0
   for pair in stream_tsv(path):
-    total += 1
     split = split_of(pair[0], seed, fractions)
     if split == "train":
-      carved["train"] += 1
+      train += 1
     else:
-      carved[split].append(pair)
-  if not total:
-    raise DataError(f"{path}: no source<TAB>target pairs found")
-  sizes = {k: v if k == "train" else len(v) for k, v in carved.items()}
-  _check_carved(path, total, sizes, fractions)
-  if fractions:
-    def open_pairs():
-      return (pair for pair in stream_tsv(path)
-              if split_of(pair[0], seed, fractions) == "train")
-  else:
-    def open_pairs():
-      return stream_tsv(path)
-  out = {name: _dedupe(pairs) for name, pairs in carved.items()
-         if name != "train"}
-  out["train"] = PairStream(
-      open_pairs, f"{path}, training split ({sizes['train']} pairs), "
-      "read again each epoch")
-  return out
+      held_out[split].append(pair)
+  total = train + sum(map(len, held_out.values()))
+  held_out = {name: _dedupe(pairs) for name, pairs in held_out.items()}
+  sizes = {"train": train, **{name: len(pairs) for name, pairs in held_out.items()}}
+  return Carved(held_out, sizes, total)
 
 
 def _check_carved(path, total, sizes, fractions):

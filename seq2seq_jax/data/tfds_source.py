@@ -26,19 +26,24 @@ Config (the `data` ConfigDict):
     keys (ted_hrlr_translate/pt_to_en: pt -> en).
   tfds_splits: the dataset's split names for train, valid and test, comma-
     separated; TFDS slices work ("train[:98%],train[98%:],test").
-  bucket_window: 0 = every split is a list in memory; > 0 = the training
-    split is a `sources.PairStream` that reads the data source again, in
-    index order, each epoch.
 
-Text is decoded from UTF-8 if it comes as bytes and stripped; pairs with an
-empty side after stripping are skipped.
+The training split is a `TfdsPairs`, random access over the data source
+(examples are read when they are asked for, so a corpus of any size
+trains); the held-out splits are lists. Text is decoded from UTF-8 if it
+comes as bytes and stripped; pairs with an empty side after stripping are
+skipped (`TfdsPairs` finds them in one pass when it is made, and keeps only
+their indices).
 """
 
 import argparse
+import collections.abc
 import difflib
+import operator
 import os
 import sys
 from typing import Any, Iterator, Sequence
+
+import numpy as np
 
 from seq2seq_jax.data import pairs
 from seq2seq_jax.errors import ConfigError, DataError
@@ -84,14 +89,6 @@ def _split_names(data_config):
         "data.tfds_splits must name the train, valid and test splits, "
         f"comma-separated (e.g. 'train,validation,test'), got {value!r}")
   return dict(zip(pairs.SPLITS, names))
-
-
-def _window(data_config):
-  window = getattr(data_config, "bucket_window", 0)
-  if isinstance(window, bool) or not isinstance(window, int) or window < 0:
-    raise ConfigError(
-        f"data.bucket_window must be an integer >= 0, got {window!r}")
-  return window
 
 
 def prepare_command(name: str, data_dir: str) -> str:
@@ -216,6 +213,14 @@ def _text(value, name, key, index):
 def iter_pairs(source, keys, name) -> Iterator[tuple]:
   """Yields (source, target) strings of a data source in index order,
   skipping pairs with an empty side."""
+  for _, src, tgt in _examples(source, keys, name):
+    if src and tgt:
+      yield src, tgt
+
+
+def _examples(source, keys, name) -> Iterator[tuple]:
+  """Yields (index, source, target) for every example, in index order,
+  reading `_READ_CHUNK` examples at a time."""
   src_key, tgt_key = keys
   total = len(source)
   getitems = getattr(source, "__getitems__", None)
@@ -232,10 +237,54 @@ def iter_pairs(source, keys, name) -> Iterator[tuple]:
     if examples is None:
       examples = [source[i] for i in indices]
     for index, example in zip(indices, examples):
-      src = _text(example[src_key], name, src_key, index)
-      tgt = _text(example[tgt_key], name, tgt_key, index)
-      if src and tgt:
-        yield src, tgt
+      yield (index, _text(example[src_key], name, src_key, index),
+             _text(example[tgt_key], name, tgt_key, index))
+
+
+class TfdsPairs(collections.abc.Sequence):
+  """A TFDS split as a random-access sequence of (source, target) pairs.
+
+  `pairs[i]` reads one example of the data source (`as_data_source`, itself
+  random access and safe to read from several threads) and decodes it as
+  `iter_pairs` does; iteration gives exactly `iter_pairs`'s pairs. The
+  examples with an empty side, which `iter_pairs` skips, are found by one
+  pass when the object is made; only their indices are kept, so index i
+  maps to the i-th example with both sides. Pickles with its data source.
+  """
+
+  def __init__(self, source, keys: tuple, name: str, description: str = ""):
+    """Args:
+      source: a TFDS data source (len, [i]).
+      keys: (source feature, target feature).
+      name: the dataset, for messages.
+      description: what `repr` calls it (default: the name).
+    """
+    self.source, self.keys, self.name = source, tuple(keys), name
+    self.description = description or name
+    skipped = [i for i, src, tgt in _examples(source, self.keys, name) if not (src and tgt)]
+    self.skipped = np.asarray(skipped, np.int64)
+    # The k-th skipped index minus k: how many kept examples precede it.
+    self._kept_before = self.skipped - np.arange(len(self.skipped))
+    self._len = len(source) - len(skipped)
+
+  def __len__(self) -> int:
+    return self._len
+
+  def __repr__(self) -> str:
+    return f"TfdsPairs({self.description}, {self._len} pairs)"
+
+  def __getitem__(self, index) -> tuple:
+    i = operator.index(index)  # TypeError for slices and floats
+    if not 0 <= i < self._len:
+      raise IndexError(f"index {index} out of range for {self!r}")
+    # Skipped examples before the answer: those with fewer than i+1 kept
+    # examples before them.
+    raw = i + int(np.searchsorted(self._kept_before, i, side="right"))
+    example = self.source[raw]
+    return tuple(_text(example[key], self.name, key, raw) for key in self.keys)
+
+  def __iter__(self) -> Iterator[tuple]:
+    return iter_pairs(self.source, self.keys, self.name)
 
 
 def load_tfds_splits(name_and_config: str, data_config: Any,
@@ -248,8 +297,8 @@ def load_tfds_splits(name_and_config: str, data_config: Any,
     only: the splits to open (the others are not read).
 
   Returns:
-    {"train", "valid", "test"}: lists of (source, target) str pairs; with
-    data.bucket_window > 0, "train" is a `sources.PairStream`.
+    {"train", "valid", "test"} (those in `only`): "train" a `TfdsPairs`,
+    the others lists of (source, target) str pairs.
 
   Raises:
     ConfigError: a malformed tfds_* field.
@@ -264,7 +313,6 @@ def load_tfds_splits(name_and_config: str, data_config: Any,
         "'tfds:ted_hrlr_translate/pt_to_en'")
   data_dir = _data_dir(data_config)
   splits = {role: split for role, split in _split_names(data_config).items() if role in only}
-  window = _window(data_config)
   tfds = _tfds()
   builder = _builder(tfds, name, data_dir)
   keys = _keys(data_config, builder, name)
@@ -272,12 +320,8 @@ def load_tfds_splits(name_and_config: str, data_config: Any,
 
   out = {}
   for role, source in data_sources.items():
-    if role == "train" and window:
-      def open_pairs(source=source):
-        return iter_pairs(source, keys, name)
-      out[role] = pairs.PairStream(
-          open_pairs, f"tfds:{name} {splits[role]} ({len(source)} examples), "
-          "read again each epoch")
+    if role == "train":
+      out[role] = TfdsPairs(source, keys, name, f"tfds:{name} {splits[role]}")
     else:
       out[role] = list(iter_pairs(source, keys, name))
   return out

@@ -7,9 +7,10 @@ import json
 import os
 import tempfile
 
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from seq2seq_jax.data import sources, tokenizers
+from seq2seq_jax.data import sources, tokenizers, tsv_index
 from seq2seq_jax.data.tokenizers import UNK
 from seq2seq_jax.errors import DataError
 
@@ -31,9 +32,21 @@ def _read(data: bytes, suffix: str):
       pairs, stats = sources.read_tsv(path)
     except DataError as e:
       assert str(e) and "\n" not in str(e)
+      if suffix == ".tsv":  # the index reads the same lines: the same error
+        with pytest.raises(DataError) as info:
+          tsv_index.carve(path, 0, {})
+        assert str(info.value) == str(e)
       return None
     streamed = list(sources.stream_tsv(path))
     assert streamed == pairs
+    if suffix == ".tsv":
+      train = tsv_index.carve(path, 0, {}).splits["train"]
+      assert list(train) == list(dict.fromkeys(pairs))  # duplicates dropped
+      assert [train[i] for i in range(len(train))] == list(train)
+      train.close()
+      again = tsv_index.carve(path, 0, {}).splits["train"]  # from the cache, if any
+      assert list(again) == list(train)
+      again.close()
     return pairs, stats
 
 

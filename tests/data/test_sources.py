@@ -5,7 +5,7 @@ import gzip
 import ml_collections
 import pytest
 
-from seq2seq_jax.data import sources, tasks
+from seq2seq_jax.data import sources, tasks, tsv_index
 from seq2seq_jax.errors import ConfigError, DataError
 
 
@@ -13,6 +13,11 @@ def _write(tmp_path, name, content: bytes):
   path = tmp_path / name
   path.write_bytes(content)
   return str(path)
+
+
+def _lists(splits):
+  """The splits as lists (a TSV training split is a `TsvPairs`)."""
+  return {name: list(pairs) for name, pairs in splits.items()}
 
 
 def _tsv_config(path, **overrides):
@@ -141,7 +146,7 @@ def test_tsv_split_by_fraction(tmp_path):
   lines = [f"{s}\t{t}" for s, t in pairs]
   lines += lines[:30]  # exact duplicates are dropped
   path = _write(tmp_path, "d.tsv", "\n".join(lines).encode("utf-8"))
-  splits = sources.load_splits(_tsv_config(path, seed=3))
+  splits = _lists(sources.load_splits(_tsv_config(path, seed=3)))
   assert sorted(sum(splits.values(), [])) == sorted(pairs)
   # 200 distinct sources, each held out with probability 10% per split.
   assert 8 <= len({s for s, _ in splits["valid"]}) <= 35
@@ -151,8 +156,8 @@ def test_tsv_split_by_fraction(tmp_path):
               or by_split[1] & by_split[2])
   for split in splits.values():
     assert split == sorted(split, key=pairs.index)  # file order kept
-  assert sources.load_splits(_tsv_config(path, seed=3)) == splits
-  assert sources.load_splits(_tsv_config(path, seed=4)) != splits
+  assert _lists(sources.load_splits(_tsv_config(path, seed=3))) == splits
+  assert _lists(sources.load_splits(_tsv_config(path, seed=4))) != splits
 
 
 def test_split_rule_is_a_fixed_hash_of_seed_and_source():
@@ -184,13 +189,13 @@ def test_tsv_explicit_paths(tmp_path):
   main = _write(tmp_path, "train.tsv", b"a\tA\nb\tB\nc\tC\n")
   valid = _write(tmp_path, "valid.tsv", b"v\tV\n")
   test = _write(tmp_path, "test.tsv", b"t\tT\n")
-  splits = sources.load_splits(_tsv_config(
-      main, valid_path=valid, test_path=test, valid_fraction=0.5))
+  splits = _lists(sources.load_splits(_tsv_config(
+      main, valid_path=valid, test_path=test, valid_fraction=0.5)))
   assert splits == {"train": [("a", "A"), ("b", "B"), ("c", "C")],
                     "valid": [("v", "V")], "test": [("t", "T")]}
   # Only test is carved off when only valid has a file.
-  splits = sources.load_splits(_tsv_config(
-      main, valid_path=valid, test_fraction=0.3, seed=6))
+  splits = _lists(sources.load_splits(_tsv_config(
+      main, valid_path=valid, test_fraction=0.3, seed=6)))
   assert splits["valid"] == [("v", "V")]
   assert splits["test"] == [("b", "B")]
   assert splits["train"] == [("a", "A"), ("c", "C")]
@@ -257,67 +262,85 @@ def test_stream_tsv_reads_line_by_line(tmp_path, name):
       f"{path}:1001: expected 'source<TAB>target', found 1 column")
 
 
-@pytest.mark.parametrize("name", ["d.tsv", "d.tsv.gz"])
-def test_streamed_training_split(tmp_path, name):
-  lines = _lines(600)
-  lines.insert(100, "")  # blank lines are skipped, as in memory
-  content = "\n".join(lines).encode("utf-8")
+def _write_maybe_gzip(tmp_path, name, content: bytes):
   path = str(tmp_path / name)
   if name.endswith(".gz"):
     with gzip.open(path, "wb") as f:
       f.write(content)
   else:
     _write(tmp_path, name, content)
-  in_memory = sources.load_splits(_tsv_config(path, seed=2))
-  streamed = sources.load_splits(_tsv_config(path, seed=2, bucket_window=64))
-  train = streamed["train"]
-  assert isinstance(train, sources.PairStream)
-  assert isinstance(streamed["valid"], list)
-  assert isinstance(streamed["test"], list)
-  # Same rule, so the same splits (no duplicates in this file).
-  assert streamed["valid"] == in_memory["valid"]
-  assert streamed["test"] == in_memory["test"]
-  assert list(train) == in_memory["train"]
-  assert list(train) == in_memory["train"]  # every iteration re-reads the file
-  assert len(in_memory["valid"]) % 3 == 0  # a source's 3 pairs stay together
-  held_out = {s for s, _ in streamed["valid"] + streamed["test"]}
+  return path
+
+
+def _in_memory_splits(path, fractions, seed):
+  """The splits as the in-memory path makes them: every pair read, exact
+  duplicates dropped, carved by source."""
+  return sources.split_by_source(list(dict.fromkeys(sources.read_tsv(path)[0])), fractions, seed)
+
+
+@pytest.mark.parametrize("name", ["d.tsv", "d.tsv.gz"])
+def test_every_split_is_random_access(tmp_path, name):
+  lines = _lines(600)
+  lines.insert(100, "")  # blank lines are skipped
+  path = _write_maybe_gzip(tmp_path, name, "\n".join(lines).encode("utf-8"))
+  splits = sources.load_splits(_tsv_config(path, seed=2))
+  expected = _in_memory_splits(path, {"valid": 0.1, "test": 0.1}, seed=2)
+  train = splits["train"]
+  # A gzipped file has no random access: it is read into a list.
+  assert isinstance(train, list if name.endswith(".gz") else tsv_index.TsvPairs)
+  assert isinstance(splits["valid"], list) and isinstance(splits["test"], list)
+  assert splits["valid"] == expected["valid"] and splits["test"] == expected["test"]
+  assert len(train) == len(expected["train"])
+  assert [train[i] for i in range(len(train))] == expected["train"]
+  assert list(train) == expected["train"]
+  assert list(train) == expected["train"]  # iterable again, in the same order
+  with pytest.raises(IndexError):
+    train[len(train)]
+  if not isinstance(train, list):
+    with pytest.raises(IndexError):  # only lists count from the end
+      train[-1]
+  assert len(splits["valid"]) % 3 == 0  # a source's 3 pairs stay together
+  held_out = {s for s, _ in splits["valid"] + splits["test"]}
   assert not held_out & {s for s, _ in train}
 
 
-def test_streamed_split_does_not_dedupe_training_pairs(tmp_path):
+@pytest.mark.parametrize("name", ["d.tsv", "d.tsv.gz"])
+def test_duplicate_pairs_are_dropped_from_every_split(tmp_path, name):
   lines = _lines(300)
-  path = _write(tmp_path, "d.tsv", "\n".join(lines + lines).encode("utf-8"))
-  in_memory = sources.load_splits(_tsv_config(path))
-  streamed = sources.load_splits(_tsv_config(path, bucket_window=8))
-  assert list(streamed["train"]) == in_memory["train"] * 2
-  assert streamed["valid"] == in_memory["valid"]  # held-out splits are
+  path = _write_maybe_gzip(tmp_path, name, "\n".join(lines + lines).encode("utf-8"))
+  once = _write(tmp_path, "once.tsv", "\n".join(lines).encode("utf-8"))
+  twice = sources.load_splits(_tsv_config(path))
+  single = sources.load_splits(_tsv_config(once))
+  for split in sources.SPLITS:
+    assert list(twice[split]) == list(single[split])
 
 
-def test_streamed_split_with_separate_files(tmp_path):
-  main = _write(tmp_path, "train.tsv.gz", gzip.compress(b"a\tA\nb\tB\n"))
+@pytest.mark.parametrize("name", ["train.tsv", "train.tsv.gz"])
+def test_training_file_with_separate_held_out_files(tmp_path, name):
+  main = _write_maybe_gzip(tmp_path, name, b"a\tA\nb\tB\na\tA\n")
   valid = _write(tmp_path, "valid.tsv", b"v\tV\n")
   test = _write(tmp_path, "test.tsv", b"t\tT\n")
-  splits = sources.load_splits(_tsv_config(
-      main, valid_path=valid, test_path=test, bucket_window=8))
+  splits = sources.load_splits(_tsv_config(main, valid_path=valid, test_path=test))
   assert list(splits["train"]) == [("a", "A"), ("b", "B")]
+  assert len(splits["train"]) == 2 and splits["train"][1] == ("b", "B")
   assert splits["valid"] == [("v", "V")] and splits["test"] == [("t", "T")]
 
 
-def test_streamed_split_reports_malformed_lines_before_training(tmp_path):
+@pytest.mark.parametrize("only", [sources.SPLITS, ("valid",)])
+def test_malformed_lines_are_reported_before_training(tmp_path, only):
   lines = _lines(50)
   lines[41] = "source 99\t"
   path = _write(tmp_path, "d.tsv", "\n".join(lines).encode("utf-8"))
   with pytest.raises(DataError) as info:
-    sources.load_splits(_tsv_config(path, bucket_window=8))
+    sources.load_splits(_tsv_config(path), only=only)
   assert str(info.value) == f"{path}:42: empty target"
   with pytest.raises(DataError, match="data file not found"):
-    sources.load_splits(
-        _tsv_config(str(tmp_path / "nope.tsv"), bucket_window=8))
+    sources.load_splits(_tsv_config(str(tmp_path / "nope.tsv")), only=only)
+  with pytest.raises(DataError, match="data file is a directory"):
+    sources.load_splits(_tsv_config(str(tmp_path)), only=only)
   path = _write(tmp_path, "e.tsv", b"\n")
   with pytest.raises(DataError, match="no source<TAB>target pairs"):
-    sources.load_splits(_tsv_config(path, bucket_window=8))
-  with pytest.raises(ConfigError, match="data.bucket_window"):
-    sources.load_splits(_tsv_config(path, bucket_window=-1))
+    sources.load_splits(_tsv_config(path), only=only)
 
 
 @pytest.mark.parametrize("overrides,field", [

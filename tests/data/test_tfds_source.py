@@ -5,9 +5,12 @@ data sources `as_data_source` returns; nothing is downloaded.
 """
 
 import os
+import pickle
+import threading
 import time
 import types
 
+import numpy as np
 import pytest
 
 tfds = pytest.importorskip("tensorflow_datasets")
@@ -22,7 +25,7 @@ NUM_EXAMPLES = 6
 
 def data_config(**overrides):
   fields = dict(source="", tfds_data_dir="", tfds_keys="",
-                tfds_splits="train,validation,test", bucket_window=0)
+                tfds_splits="train,validation,test")
   fields.update(overrides)
   return types.SimpleNamespace(**fields)
 
@@ -65,35 +68,97 @@ def test_splits_use_supervised_keys(mocked, name, keys):
   for split, tfds_split in zip(sources.SPLITS,
                                ("train", "validation", "test")):
     pairs = splits[split]
-    assert isinstance(pairs, list) and len(pairs) == NUM_EXAMPLES
+    assert isinstance(pairs, tfds_source.TfdsPairs if split == "train" else list)
+    pairs = list(pairs)
+    assert len(pairs) == NUM_EXAMPLES
     assert all(isinstance(s, str) and isinstance(t, str) and s and t
                and s == s.strip() for s, t in pairs)
     assert pairs == expected_pairs(name, keys, tfds_split)
 
 
+def _lists(splits):
+  return {name: list(pairs) for name, pairs in splits.items()}
+
+
 def test_through_load_splits(mocked):
   config = data_config(source=f"tfds:{TED}")
-  assert sources.load_splits(config) == tfds_source.load_tfds_splits(
-      TED, config)
+  assert _lists(sources.load_splits(config)) == _lists(tfds_source.load_tfds_splits(
+      TED, config))
+  assert _lists(sources.load_splits(config, only=("test",))) == {
+      "test": tfds_source.load_tfds_splits(TED, config)["test"]}
 
 
 def test_keys_from_config_reverse_direction(mocked):
-  forward = tfds_source.load_tfds_splits(TED, data_config())
-  backward = tfds_source.load_tfds_splits(TED, data_config(tfds_keys="en,pt"))
+  forward = _lists(tfds_source.load_tfds_splits(TED, data_config()))
+  backward = _lists(tfds_source.load_tfds_splits(TED, data_config(tfds_keys="en,pt")))
   for split in sources.SPLITS:
     assert backward[split] == [(t, s) for s, t in forward[split]]
 
 
 @pytest.mark.parametrize("name", [TED, WMT])
-def test_streaming_gives_the_same_pairs(mocked, name):
-  in_memory = tfds_source.load_tfds_splits(name, data_config())
-  streamed = tfds_source.load_tfds_splits(name, data_config(bucket_window=4))
-  train = streamed["train"]
-  assert isinstance(train, sources.PairStream)
-  assert list(train) == in_memory["train"]
-  assert list(train) == in_memory["train"]  # re-iterable, same order
-  assert streamed["valid"] == in_memory["valid"]
-  assert streamed["test"] == in_memory["test"]
+def test_training_split_is_random_access(mocked, name):
+  splits = tfds_source.load_tfds_splits(name, data_config())
+  train = splits["train"]
+  source = tfds.data_source(name, split="train", download=False)
+  expected = list(tfds_source.iter_pairs(source, train.keys, name))
+  assert len(train) == len(expected) == NUM_EXAMPLES
+  assert [train[i] for i in range(len(train))] == expected
+  assert list(train) == expected
+  assert list(train) == expected  # iterable again, in the same order
+  assert repr(train) == f"TfdsPairs(tfds:{name} train, {NUM_EXAMPLES} pairs)"
+  for bad in (-1, NUM_EXAMPLES):
+    with pytest.raises(IndexError):
+      train[bad]
+  assert isinstance(splits["valid"], list) and isinstance(splits["test"], list)
+  copy = pickle.loads(pickle.dumps(train))
+  assert list(copy) == expected and copy[2] == expected[2]
+
+
+class _ListSource:
+  """A data source over a list of examples (no batch read)."""
+
+  def __init__(self, examples):
+    self.examples = examples
+
+  def __len__(self):
+    return len(self.examples)
+
+  def __getitem__(self, i):
+    return self.examples[i]
+
+
+def test_pairs_with_an_empty_side_are_skipped_by_index_too():
+  texts = [("a", "A"), (" ", "B"), (b" c ", np.str_("C")), ("", ""), ("d", "  "),
+           ("e", b"E"), (np.bytes_(b"f"), "F"), ("  ", "G")]
+  source = _ListSource([{"src": s, "tgt": t} for s, t in texts])
+  pairs = tfds_source.TfdsPairs(source, ("src", "tgt"), "fake")
+  expected = [("a", "A"), ("c", "C"), ("e", "E"), ("f", "F")]
+  assert list(tfds_source.iter_pairs(source, ("src", "tgt"), "fake")) == expected
+  assert len(pairs) == 4 and list(pairs) == expected
+  assert [pairs[i] for i in range(4)] == expected
+  assert pairs.skipped.tolist() == [1, 3, 4, 7]
+  with pytest.raises(IndexError):
+    pairs[4]
+  errors = []
+
+  def read(worker):
+    try:
+      for i in np.random.default_rng(worker).permutation(40) % 4:
+        assert pairs[int(i)] == expected[i]
+    except Exception as e:  # pylint: disable=broad-except
+      errors.append(e)
+
+  threads = [threading.Thread(target=read, args=(k,)) for k in range(4)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  assert not errors
+  bad = tfds_source.TfdsPairs(_ListSource([{"src": "a", "tgt": "b"}] * 3), ("src", "tgt"),
+                              "fake")
+  bad.source.examples[1] = {"src": b"\xff", "tgt": "b"}
+  with pytest.raises(DataError, match="feature 'src' of example 1 is not UTF-8"):
+    bad[1]
 
 
 def test_unknown_feature_lists_features(mocked):
@@ -106,7 +171,6 @@ def test_unknown_feature_lists_features(mocked):
     ("tfds_keys", "pt,en,de", "data.tfds_keys"),
     ("tfds_splits", "train,test", "data.tfds_splits"),
     ("tfds_splits", "train,,test", "data.tfds_splits"),
-    ("bucket_window", -1, "data.bucket_window"),
 ])
 def test_bad_config_fields(mocked, field, value, match):
   with pytest.raises(ConfigError, match=match):
