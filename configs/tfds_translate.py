@@ -18,8 +18,8 @@ The GRU encoder-decoder with Bahdanau attention on the same data:
     --config.model.encoder.bidirectional=True
 
 Other TFDS translation sets: --config.data.source=tfds:wmt14_translate/de-en
-(prepared the same way; a large corpus: add --config.data.bucket_window=100000
-to stream the training split instead of holding it in memory).
+(prepared the same way; TFDS data sources are random access, so a large
+corpus is read example by example, never held in memory).
 """
 
 from configs import default
@@ -31,7 +31,6 @@ def get_config():
   data.source = "tfds:ted_hrlr_translate/pt_to_en"
   data.tfds_keys = ""  # The dataset's supervised keys: pt -> en.
   data.tfds_splits = "train,validation,test"
-  data.bucket_window = 0  # 52k pairs fit in memory; shuffled over the whole split each epoch.
   data.src_tokenizer = data.tgt_tokenizer = "sentencepiece"
   data.spm_model_type = "unigram"
   data.spm_vocab_size = 8000  # One vocabulary for Portuguese and English.

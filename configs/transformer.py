@@ -17,6 +17,10 @@ def get_config():
   config.train.decay = "rsqrt"  # Vaswani et al.'s inverse square root after warmup.
   config.train.label_smoothing = 0.1
   config.train.num_steps = 2_000
-  config.train.eval_every = 500
+  config.train.eval_every = 250
   config.train.checkpoint_every = 500
+  # The last step is not always the best here (one run: valid 99.6 % at step
+  # 1,500, 98.3 % at 2,000), so the test split is scored with the best
+  # validation's parameters.
+  config.train.keep_best = True
   return config

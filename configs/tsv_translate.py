@@ -13,8 +13,8 @@ Run:
 The GRU encoder-decoder with Bahdanau attention instead:
   python train.py --config=configs/tsv_translate.py --workdir=runs/fra_gru \
     --config.data.source=tsv:fra.txt --config.model.name=rnn_seq2seq
-A corpus larger than memory: stream it and sort by length in windows,
-  --config.data.bucket_window=200000
+A corpus of any size works as is: the file is read through a line-offset
+index (cached next to it), shuffled globally each epoch.
 Subwords instead of words (a SentencePiece model trained on the training split):
   --config.data.src_tokenizer=sentencepiece --config.data.tgt_tokenizer=sentencepiece
 """

@@ -34,7 +34,8 @@ def get_config() -> ml_collections.ConfigDict:
   data.tfds_data_dir = ""  # tfds: where prepared TFDS datasets live; "" = TFDS's default (~/tensorflow_datasets).
   data.tfds_keys = ""  # tfds: "source_feature,target_feature"; "" = the dataset's supervised keys.
   data.tfds_splits = "train,validation,test"  # tfds: the dataset's split names used for train, valid and test.
-  data.bucket_window = 0  # 0 = whole training split in memory, shuffled each epoch; N > 0 = stream it, sorting by length within windows of N examples.
+  data.loader_threads = 1  # grain worker threads that build training batches ahead of the step; 0 = build each batch when the step asks.
+  data.prefetch = 8  # Training batches built ahead, at most.
   data.src_tokenizer = "char"  # Source tokenizer: "char", "word" or "sentencepiece" (trained on the training split).
   data.tgt_tokenizer = "char"  # Target tokenizer: "char", "word" or "sentencepiece".
   data.spm_model_type = "unigram"  # sentencepiece: "unigram" or "bpe".
@@ -105,6 +106,7 @@ def get_config() -> ml_collections.ConfigDict:
   train.eval_every = 400  # Steps between validation runs (and at the end).
   train.checkpoint_every = 400  # Steps between checkpoints (and at the end).
   train.keep_checkpoints = 3  # Checkpoints kept on disk (the newest).
+  train.keep_best = False  # Also keep the parameters of the best validation (exact match, then loss) in <workdir>/best; the test split, translate and evaluate then use them.
   train.nonfinite = "skip"  # A step with a NaN/inf loss or gradient changes no parameter; then "skip" (warn, carry on) or "stop" (exit, keeping the last good checkpoint).
   train.progress_bar = True  # tqdm progress bar with loss and tokens/s.
 

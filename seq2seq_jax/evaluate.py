@@ -21,7 +21,8 @@ from seq2seq_jax.cli import fail
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "runs/default", "A workdir written by train.py.")
-flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest).")
+flags.DEFINE_integer("step", None, "Checkpoint step (default: the best validation's if "
+                     "train.keep_best kept it, else the newest).")
 flags.DEFINE_enum("split", "test", ["valid", "test"], "Which held-out split to decode.")
 flags.DEFINE_list("beam_sizes", ["1", "4"], "Beam sizes to evaluate; 1 = greedy.")
 flags.DEFINE_float("alpha", 0.6, "Length-penalty exponent for beam search.")

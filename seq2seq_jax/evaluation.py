@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from seq2seq_jax import decoding, metrics, training
-from seq2seq_jax.data import batching
+from seq2seq_jax.data import batching, pipeline
 
 
 def references_by_source(pairs, tgt_tok) -> dict:
@@ -43,10 +43,9 @@ class HeldOut:
   def __init__(self, pairs: Sequence[tuple], src_tok, tgt_tok, width: tuple, batch_size: int):
     self.pairs, self.width = pairs, tuple(width)
     self.references = references_by_source(pairs, tgt_tok)
-    src_ids, tgt_ids = batching.encode_pairs(pairs, src_tok, tgt_tok)
-    self.batches = batching.BucketBatcher(src_ids, tgt_ids, (width[0],), (width[1],),
-                                          batch_size=batch_size, seed=0, shuffle=False,
-                                          too_long="error")
+    self.batches = pipeline.Batches(pairs, batching.pair_encoder(src_tok, tgt_tok),
+                                    (self.width[0],), (self.width[1],), batch_size=batch_size,
+                                    seed=0, shuffle=False, too_long="error")
 
 
 def held_out(splits: dict, src_tok, tgt_tok, data_config, batch_size: int) -> dict:

@@ -121,8 +121,10 @@ def with_defaults(saved: dict) -> ml_collections.ConfigDict:
 
 
 def load_workdir(workdir: str, step: Optional[int] = None) -> Trained:
-  """Reads a workdir written by `train.py`; raises CheckpointError when it
-  has no config, tokenizers or checkpoint."""
+  """Reads a workdir written by `train.py`: checkpoint `step`, else the best
+  validation's parameters if the run kept them (train.keep_best), else the
+  newest checkpoint. Raises CheckpointError when it has no config,
+  tokenizers or checkpoint."""
   workdir = os.path.abspath(workdir)
   config_path = os.path.join(workdir, "config.json")
   ckpt_dir = os.path.join(workdir, "checkpoints")
@@ -142,5 +144,11 @@ def load_workdir(workdir: str, step: Optional[int] = None) -> Trained:
   dummy = np.ones((1, 1), np.int32)
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), dummy, np.ones(1, np.int32),
                                              dummy)["params"])
+  # train.keep_best kept the best validation's parameters apart: they are
+  # what the run's test score measured, so they are what is loaded, unless
+  # a step is asked for.
+  best_dir = os.path.join(workdir, "best")
+  if step is None and has_checkpoints(best_dir):
+    ckpt_dir = best_dir
   params, step = restore_params(ckpt_dir, parallel.DataParallel.eval_params_shape(shapes), step)
   return Trained(config, src_tok, tgt_tok, model, params, step)

@@ -183,12 +183,12 @@ class DataParallel:
   # --- batches ---------------------------------------------------------
 
   def put_batch(self, batch: dict) -> dict:
-    """A global numpy batch (the same on every process) -> what the step
-    takes: global arrays sharded over `data` (jit), or this process's rows as
-    [local devices, rows per device, ...] (pmap)."""
-    size = len(next(iter(batch.values())))
-    rows = process_rows(self.mesh, size)
-    local = {k: np.asarray(v[rows]) for k, v in batch.items()}
+    """This process's rows of a global batch (`process_rows`; on one process
+    the whole batch, which is what `pipeline.Batches` gives each process)
+    -> what the step takes: global arrays sharded over `data` (jit), or the
+    rows as [local devices, rows per device, ...] (pmap)."""
+    local = {k: np.asarray(v) for k, v in batch.items()}
+    size = len(next(iter(local.values()))) * jax.process_count()
     if self.strategy == "pmap":
       n = jax.local_device_count()
       return {k: v.reshape((n, -1) + v.shape[1:]) for k, v in local.items()}

@@ -23,8 +23,8 @@ from jax import monitoring
 
 from seq2seq_jax import (compile_ahead, config_schema, decoding, evaluation, faults, models,
                          parallel, plotting, training)
-from seq2seq_jax.checkpoints import Checkpoints, has_checkpoints
-from seq2seq_jax.data import batching, sources, tokenizers, windowed
+from seq2seq_jax.checkpoints import Checkpoints, has_checkpoints, restore_params
+from seq2seq_jax.data import batching, pipeline, sources, tokenizers
 from seq2seq_jax.errors import CheckpointError
 from seq2seq_jax.metric_writer import MetricWriter, NullWriter
 
@@ -47,7 +47,10 @@ def compilation_count() -> int:
 class Run:
   """Everything a run derives from its config and data, before any write."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str,
+               rows: Optional[slice] = None):
+    """rows: the rows of each global training batch this process reads
+    (`parallel.process_rows`; default all of them)."""
     config_schema.validate(config)
     self.config = config
     self.workdir = os.path.abspath(workdir)
@@ -60,19 +63,14 @@ class Run:
     self.src_tok, self.tgt_tok = self._tokenizers()
     self.src_boundaries = batching.parse_boundaries(config.data.src_boundaries)
     self.tgt_boundaries = batching.parse_boundaries(config.data.tgt_boundaries)
-    if config.data.bucket_window > 0:
-      # Streamed: one pass now counts the buckets, then each epoch re-reads
-      # the split, sorting by length within windows of bucket_window examples.
-      self.train_batches = windowed.WindowedBatcher(
-          self.splits["train"], batching.pair_encoder(self.src_tok, self.tgt_tok),
-          self.src_boundaries, self.tgt_boundaries, batch_size=config.train.batch_size,
-          seed=config.seed, window=config.data.bucket_window, too_long=config.data.too_long)
-    else:
-      self.train_batches = batching.BucketBatcher(
-          *batching.encode_pairs(self.splits["train"], self.src_tok, self.tgt_tok),
-          self.src_boundaries, self.tgt_boundaries,
-          batch_size=config.train.batch_size, seed=config.seed, shuffle=True,
-          too_long=config.data.too_long)
+    # Training batches: the split is read at random (globally shuffled each
+    # epoch), each process reading only its `rows` of each global batch,
+    # by grain's worker threads ahead of the step.
+    self.train_batches = pipeline.Batches(
+        self.splits["train"], batching.pair_encoder(self.src_tok, self.tgt_tok),
+        self.src_boundaries, self.tgt_boundaries, batch_size=config.train.batch_size,
+        seed=config.seed, shuffle=True, too_long=config.data.too_long, rows=rows,
+        threads=config.data.loader_threads, prefetch=config.data.prefetch)
     # Evaluation pads every batch to one shape, wide enough for every valid
     # and test example: it compiles once, not once a bucket, and scores
     # every example, whatever data.too_long does in training.
@@ -113,7 +111,7 @@ class Run:
     if self.resuming and all(os.path.exists(p) for p in paths):
       return tuple(tokenizers.load_tokenizer(p) for p in paths)
     data = self.config.data
-    # The training split may be a sources.PairStream larger than memory: the
+    # The training split may be an index over a file larger than memory: the
     # texts are generators (each one a pass over the split), never lists.
     train = self.splits["train"]
 
@@ -177,10 +175,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """
   config_schema.validate(config)
   parallel.initialize(config.parallel)  # before anything touches a device
-  run = Run(config, workdir)
   cfg = config.train
   engine = parallel.DataParallel(config.parallel.strategy)
   engine.check_batch_size(cfg.batch_size, cfg.grad_accum_steps)
+  run = Run(config, workdir, rows=parallel.process_rows(engine.mesh, cfg.batch_size))
   # Process 0 writes the workdir's files; checkpoints are saved by all.
   main = parallel.is_main_process()
   if main:
@@ -188,13 +186,57 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   writer = MetricWriter(run.workdir) if main else NullWriter()
   ckpts = Checkpoints(run.ckpt_dir, keep=cfg.keep_checkpoints)
   ahead = compile_ahead.Ahead()
+  best = BestKept(run.workdir) if cfg.keep_best else None
   try:
     with faults.StopSignals() as signals:
-      return _train(run, writer, ckpts, stop_after, signals, engine, ahead)
+      return _train(run, writer, ckpts, stop_after, signals, engine, ahead, best)
   finally:
     ahead.close()
+    if best is not None:
+      best.close()
     ckpts.close()
     writer.close()
+
+
+class BestKept:
+  """train.keep_best: the parameters of the best validation so far (exact
+  match, then lower loss), kept in <workdir>/best (one checkpoint, written
+  by the checkpoint module, so translate and evaluate read it like any
+  other). Its meta holds the score, so a resumed run compares against it."""
+
+  def __init__(self, workdir: str):
+    self.directory = os.path.join(workdir, "best")
+    self.ckpts = Checkpoints(self.directory, keep=1)
+    self.score = None
+    if self.ckpts.latest_step() is not None:
+      meta = self.ckpts.read_meta()
+      if "valid_exact_match" in meta:
+        self.score = (meta["valid_exact_match"], -meta["valid_loss"])
+
+  def offer(self, values: Optional[dict], state, step: int) -> None:
+    """Keeps `state` if its validation `values` (known to process 0; None
+    elsewhere) beat the best so far; every process takes part in the save."""
+    better = values is not None and (
+        self.score is None or (values["exact_match"], -values["loss"]) > self.score)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+      better = bool(multihost_utils.broadcast_one_to_all(np.int32(better)))
+    if better:
+      if values is not None:
+        self.score = (values["exact_match"], -values["loss"])
+      self.ckpts.save(state, {"step": step, "valid_exact_match": values and values["exact_match"],
+                              "valid_loss": values and values["loss"]})
+
+  def params(self, like):
+    """(parameters, step) of the best validation, in the layout of `like`;
+    (like, None) if no validation has run."""
+    self.ckpts.wait()
+    if self.ckpts.latest_step() is None:
+      return like, None
+    return restore_params(self.directory, parallel.DataParallel.eval_params_shape(like))
+
+  def close(self) -> None:
+    self.ckpts.close()
 
 
 def _signal_agreed(signals: faults.StopSignals, done: int, every: int) -> Optional[str]:
@@ -221,7 +263,7 @@ def _signal_agreed(signals: faults.StopSignals, done: int, every: int) -> Option
 
 def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optional[int],
            signals: faults.StopSignals, engine: parallel.DataParallel,
-           ahead: compile_ahead.Ahead):
+           ahead: compile_ahead.Ahead, best: Optional[BestKept]):
   config, cfg = run.config, run.config.train
   main = parallel.is_main_process()
   ss = cfg.scheduled_sampling
@@ -231,7 +273,10 @@ def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optio
   # bucket shape, then evaluation.
   init = engine.initializer(run.model, cfg)
   seed = np.int32(config.seed)
-  first = evaluation.model_batch(run.train_batches.batch_at(0))
+  # The initializer needs shapes only: a filler batch of the first step's
+  # shape (nothing is read; the first batch itself comes from the loader).
+  first = evaluation.model_batch(batching.fill_batch(
+      run.train_batches.shape_at(0), cfg.batch_size, ()))
   init_args = (seed, first["src"], first["src_len"], first["tgt_in"])
   ahead.submit("init", init, *init_args)
   state_shape, key_shape = jax.eval_shape(init, *init_args)
@@ -276,11 +321,13 @@ def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optio
     pbar = tqdm(total=cfg.num_steps, initial=start_step, unit="step", dynamic_ncols=True,
                 mininterval=0.5 if sys.stderr.isatty() else 30.0)
   pending = []
-  last_time, last_step, paused = time.time(), start_step, 0.0
+  last_time, last_step, paused, waited = time.time(), start_step, 0.0, 0.0
   stream = run.train_batches.iterate(start_step)
   signalled = None  # the stop signal acted on (see _signal_agreed)
   for step in range(start_step, cfg.num_steps):
-    batch = next(stream)
+    wait_start = time.perf_counter()
+    batch = next(stream)  # built ahead by the loader's threads; waiting here is input-bound
+    waited += time.perf_counter() - wait_start
     gold_prob = np.float32(training.gold_probability(ss, step)) if scheduled else None
     state, step_metrics = train_step(state, engine.put_batch(evaluation.model_batch(batch)),
                                      dropout_rng, gold_prob)
@@ -309,16 +356,19 @@ def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optio
         values["gold_fraction"] = (float(np.mean([m["gold_fraction"] for m in fetched]))
                                    if fetched else 0.0)
       values["steps_per_second"] = (done - last_step) / elapsed
+      values["input_wait_share"] = min(waited / elapsed, 1.0)  # of the training time
       values["target_tokens_per_second"] = sums["weight_sum"] / elapsed
-      last_time, last_step, paused = time.time(), done, 0.0
+      last_time, last_step, paused, waited = time.time(), done, 0.0, 0.0
       writer.write(done, "train", values)
       if pbar is not None:
         pbar.set_postfix(loss=f"{values['loss']:.4f}",
                          tok_s=f"{values['target_tokens_per_second']:.0f}")
     pause_start = time.time()
     if (done % cfg.eval_every == 0 or done == cfg.num_steps) and not signalled:
-      if main:
-        _periodic_eval(run, evaluator, writer, engine.eval_params(state), done)
+      values = (_periodic_eval(run, evaluator, writer, engine.eval_params(state), done)
+                if main else None)
+      if best is not None:
+        best.offer(values, engine.to_host(state), done)
     if jax.process_count() == 1:  # also a signal during evaluation
       signalled = signalled or signals.requested
       stopping = stopping or bool(signalled)
@@ -337,15 +387,24 @@ def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optio
     print(f"{why}stopped at step {step} with a checkpoint in {ckpts.directory}; "
           "run the same command again to resume", flush=True)
     return None
+  params = parallel.DataParallel.local_params(state)
+  best_step = None
+  if best is not None:  # every process restores; process 0 evaluates
+    params, best_step = best.params(params)
   if not main:
     return None
-  return _final_eval(run, evaluator, writer, state, train_step)
+  return _final_eval(run, evaluator, writer, state, train_step, params, best_step)
 
 
 def _periodic_eval(run: Run, evaluator: evaluation.Evaluator, writer: MetricWriter, params, step: int):
   values, _ = evaluator(params, "valid", run.config.eval.num_decode_examples)
   writer.write(step, "valid", values)
   logging.info("step %d valid: %s", step, values)
+  _plot(run, evaluator, writer, params, step)
+  return values
+
+
+def _plot(run: Run, evaluator: evaluation.Evaluator, writer: MetricWriter, params, step: int):
   count = run.config.eval.num_attention_plots
   if count:
     # A few fixed test examples, so the pictures of successive evals compare.
@@ -355,9 +414,12 @@ def _periodic_eval(run: Run, evaluator: evaluation.Evaluator, writer: MetricWrit
       writer.image(step, "attention", plotting.figure_to_array(path))
 
 
-def _final_eval(run: Run, evaluator: evaluation.Evaluator, writer: MetricWriter, state, train_step) -> dict:
+def _final_eval(run: Run, evaluator: evaluation.Evaluator, writer: MetricWriter, state, train_step,
+                params, best_step: Optional[int]) -> dict:
   step = int(jax.device_get(state.step))
-  values, decoded = evaluator(parallel.DataParallel.local_params(state), "test")
+  values, decoded = evaluator(params, "test")
+  if best_step is not None:
+    values["best_step"] = best_step  # train.keep_best: these parameters were evaluated
   values["train_step_compilations"] = train_step.cache_size()
   values["train_bucket_shapes"] = len(run.train_batches.batch_shapes())
   values["compilations_total"] = compilation_count()
@@ -373,7 +435,9 @@ def _final_eval(run: Run, evaluator: evaluation.Evaluator, writer: MetricWriter,
   g2p = (f"WER {100 * values['wer']:.2f}%, PER {100 * values['per']:.2f}%, "
          if "wer" in values else "")
   lines = [
-      f"test after {step} steps: exact match {100 * values['exact_match']:.2f}% "
+      f"test after {step} steps"
+      + (f" (the best validation's parameters, step {best_step})" if best_step is not None else "")
+      + f": exact match {100 * values['exact_match']:.2f}% "
       f"({values['decoded_examples']} examples), {g2p}BLEU {values['bleu']:.2f}, "
       f"chrF {values['chrf']:.2f}, token accuracy {100 * values['token_accuracy']:.2f}%, "
       f"perplexity {values['perplexity']:.4f}",

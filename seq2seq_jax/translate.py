@@ -18,7 +18,8 @@ from seq2seq_jax.cli import fail
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "runs/default", "A workdir written by train.py.")
-flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest).")
+flags.DEFINE_integer("step", None, "Checkpoint step (default: the best validation's if "
+                     "train.keep_best kept it, else the newest).")
 flags.DEFINE_integer("beam_size", 1, "1 = greedy decoding; more = beam search.")
 flags.DEFINE_float("alpha", 0.6, "Length-penalty exponent for beam search.")
 flags.DEFINE_enum("length_penalty", "gnmt", ["gnmt", "normalize", "none"],

@@ -127,8 +127,35 @@ def tiny_parts_batch(seed):
   return {k: np.concatenate([v[:-1][perm], v[-1:]]) for k, v in batch.items()}
 
 
+class Recorded:
+  """A split that records which examples are read at random (`reads`);
+  iteration (building tokenizers) is not recorded."""
+
+  def __init__(self, pairs):
+    self.pairs, self.reads = pairs, []
+
+  def __len__(self):
+    return len(self.pairs)
+
+  def __getitem__(self, i):
+    self.reads.append(int(i))
+    return self.pairs[i]
+
+  def __iter__(self):
+    return iter(self.pairs)
+
+
 def train(workdir, port, num_processes, process_id):
   from seq2seq_jax import trainer
+  from seq2seq_jax.data import sources
+  load, recorded = sources.load_splits, {}
+
+  def load_recorded(data_config, only=sources.SPLITS):
+    splits = load(data_config, only)
+    recorded["train"] = splits["train"] = Recorded(splits["train"])
+    return splits
+
+  sources.load_splits = load_recorded
   config = multiprocess_config()
   config.parallel.coordinator_address = f"127.0.0.1:{port}"
   config.parallel.num_processes = int(num_processes)
@@ -136,8 +163,15 @@ def train(workdir, port, num_processes, process_id):
   trainer.train_and_evaluate(config, workdir, stop_after=config.train.num_steps // 2)
   mesh = parallel.make_mesh()
   rows = parallel.process_rows(mesh, config.train.batch_size)
+  # The census (pipeline.Batches) reads examples i = process mod N first;
+  # every later read is of an example in this process's rows of a batch.
+  reads, n = recorded["train"].reads, len(recorded["train"])
+  census = len(range(jax.process_index(), n, jax.process_count()))
   print(json.dumps({"process": jax.process_index(), "processes": jax.process_count(),
-                    "devices": jax.device_count(), "rows": [rows.start, rows.stop]}), flush=True)
+                    "devices": jax.device_count(), "rows": [rows.start, rows.stop],
+                    "census_reads": reads[:census] == list(range(jax.process_index(), n,
+                                                                  jax.process_count())),
+                    "batch_reads": sorted(set(reads[census:]))}), flush=True)
 
 
 def train_until_signalled(workdir, port, num_processes, process_id):

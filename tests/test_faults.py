@@ -27,7 +27,7 @@ import orbax.checkpoint as ocp
 
 from seq2seq_jax import checkpoints, config_schema, evaluation, metric_writer, trainer
 from seq2seq_jax.checkpoints import Checkpoints
-from seq2seq_jax.data import batching
+from seq2seq_jax.data import pipeline
 from seq2seq_jax.errors import CheckpointError, DivergenceError
 from seq2seq_jax.metric_writer import MetricWriter, read_metrics
 from tests import tiny_config
@@ -94,7 +94,7 @@ def assert_same_state(a, b):
 def poison(monkeypatch, bad_steps):
   """Training batches of `bad_steps` (0-based) get a NaN weight: a real NaN
   loss and NaN gradients, from the data side."""
-  original = batching.BucketBatcher.iterate
+  original = pipeline.Batches.iterate
 
   def iterate(self, start_step=0):
     for step, batch in enumerate(original(self, start_step), start_step):
@@ -103,7 +103,7 @@ def poison(monkeypatch, bad_steps):
         batch["weights"][0, 0] = np.nan
       yield batch
 
-  monkeypatch.setattr(batching.BucketBatcher, "iterate", iterate)
+  monkeypatch.setattr(pipeline.Batches, "iterate", iterate)
 
 
 def test_nonfinite_step_is_skipped_and_reported(tmp_path, monkeypatch, capsys):

@@ -119,6 +119,18 @@ def test_two_processes_equal_one_process(tmp_path):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   losses = [[e["loss"] for e in read_metrics(w, "train")] for w in (workdir, single)]
   np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+  # Each process read only its own rows of each global batch: the census
+  # (one pass: examples i = process mod 2) and then examples of its rows of
+  # the single-process run's batches, for the 4 steps trained and at most
+  # the loader's prefetch beyond; the two processes read disjoint examples.
+  batches = trainer.Run(config, single).train_batches
+  ahead = 4 + config.data.prefetch + config.data.loader_threads + 1
+  reads = [set(r["batch_reads"]) for r in reports]
+  assert all(r["census_reads"] for r in reports) and not reads[0] & reads[1]
+  for rows, read in zip(((0, 16), (16, 32)), reads):
+    trained = {int(i) for s in range(4) for i in batches.members(s)[slice(*rows)]}
+    allowed = {int(i) for s in range(ahead) for i in batches.members(s)[slice(*rows)]}
+    assert trained <= read <= allowed, (sorted(trained - read), sorted(read - allowed))
 
 
 @pytest.mark.slow

@@ -30,11 +30,17 @@ def train_py(*args, cwd=ROOT):
                         cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
+# The shared run keeps its best validation's parameters (train.keep_best), so
+# the tests of translate and evaluate below check that every entry point
+# reads those; the in-process runs cover the default (the last step's).
+KEEP_BEST = "--config.train.keep_best=True"
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   """One complete tiny run through the real command line."""
   workdir = str(tmp_path_factory.mktemp("run"))
-  proc = train_py(f"--workdir={workdir}")
+  proc = train_py(f"--workdir={workdir}", KEEP_BEST)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return workdir, proc
 
@@ -64,14 +70,47 @@ def test_run_writes_the_workdir(trained):
   # (compiled ahead of need, in worker threads: seq2seq_jax.compile_ahead).
   assert test["compilations_total"] == test["train_bucket_shapes"] + 3
   assert "exact match" in proc.stdout and "BLEU" in proc.stdout
+  # keep_best: the test split was scored with the best validation's
+  # parameters (exact match, then lower loss), kept as one checkpoint.
+  valid = read_metrics(workdir, "valid")
+  best = max(valid, key=lambda e: (e["exact_match"], -e["loss"]))
+  assert [e["step"] for e in valid] == [4, 8] and test["best_step"] == best["step"]
+  assert Checkpoints(os.path.join(workdir, "best")).all_steps() == [best["step"]]
+  assert f"the best validation's parameters, step {best['step']}" in proc.stdout
   with open(os.path.join(workdir, "config.json")) as f:
     assert json.load(f)["model"]["encoder"]["hidden"] == 16
+
+
+def test_keep_best_keeps_the_best_validation_across_restarts(tmp_path):
+  """BestKept keeps the parameters of the highest validation exact match,
+  ties going to the lower loss; a restarted run compares against what it
+  kept, and its parameters come back as they were saved."""
+  import types
+  import jax.numpy as jnp
+
+  def state(step):
+    return types.SimpleNamespace(params={"w": jnp.full((3,), float(step))},
+                                 opt_state={"m": jnp.zeros(2)}, step=jnp.int32(step))
+
+  best = trainer.BestKept(str(tmp_path))
+  assert best.params({"w": jnp.zeros(3)})[1] is None  # nothing kept yet
+  best.offer({"exact_match": 0.5, "loss": 1.0}, state(1), 1)
+  best.offer({"exact_match": 0.4, "loss": 0.5}, state(2), 2)  # worse match, better loss
+  best.offer({"exact_match": 0.5, "loss": 0.9}, state(3), 3)  # a tie, lower loss
+  best.close()
+  best = trainer.BestKept(str(tmp_path))  # a restarted run
+  best.offer({"exact_match": 0.5, "loss": 0.95}, state(4), 4)
+  best.offer(None, state(5), 5)  # another process's view: it does not decide
+  params, step = best.params({"w": jnp.zeros(3)})
+  best.close()
+  assert step == 3 and np.array_equal(np.asarray(params["w"]), np.full(3, 3.0))
+  assert Checkpoints(str(tmp_path / "best")).all_steps() == [3]
 
 
 def test_rerun_resumes_instead_of_retraining(trained):
   workdir, _ = trained
   before = len(read_metrics(workdir, "train"))
-  proc = train_py(f"--workdir={workdir}")
+  proc = train_py(f"--workdir={workdir}", KEEP_BEST)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "resuming from step 8" in proc.stdout
   assert len(read_metrics(workdir, "train")) == before  # no step trained twice

@@ -8,7 +8,7 @@ parses line i again when it is asked for.
 
 The index is built by one pass over the file, which parses every line (so a
 malformed line is a DataError naming file:line before training starts),
-carves the held-out splits off by `sources.split_of` and drops exact
+carves the held-out splits off by `tsv.split_of` and drops exact
 duplicate pairs as the in-memory path does. It is cached, with the held-out
 splits' offsets, in `<file>.index.npz` next to the file, or, when that
 cannot be written, in `$XDG_CACHE_HOME/seq2seq_jax/tsv_index/` (default
@@ -41,7 +41,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from seq2seq_jax.data import sources
+from seq2seq_jax.data import tsv
 from seq2seq_jax.errors import DataError
 
 _log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class TsvPairs(collections.abc.Sequence):
 
   `pairs[i]` reads the line at `offsets[i]` (with `os.pread` on one file
   descriptor, so any number of threads may read at once) and parses it as
-  `sources.read_tsv` does; iteration reads the lines in order, a block at a
+  `tsv.read_tsv` does; iteration reads the lines in order, a block at a
   time. Negative and out-of-range indices raise IndexError.
 
   Every read first checks (`os.fstat`) that the file still has the size and
@@ -164,7 +164,7 @@ class TsvPairs(collections.abc.Sequence):
 
   def _parse(self, raw: bytes, offset: int) -> tuple:
     try:
-      pair = sources.parse_line(raw, f"the line at byte {offset}", offset == 0)
+      pair = tsv.parse_line(raw, f"the line at byte {offset}", offset == 0)
     except DataError as e:
       raise DataError(f"{self.path} changed since it was indexed: {e}; restart the run, which "
                       "indexes it again") from None
@@ -213,23 +213,23 @@ def cache_paths(path: str) -> list:
   return [abspath + ".index.npz", os.path.join(root, "seq2seq_jax", "tsv_index", name)]
 
 
-def carve(path: str, seed: int, fractions: dict, build: bool = True) -> Optional["sources.Carved"]:
+def carve(path: str, seed: int, fractions: dict, build: bool = True) -> Optional["tsv.Carved"]:
   """The splits of an uncompressed TSV file, from its cached index or from
   one pass that builds and caches it.
 
   Args:
     path: a regular file.
-    seed, fractions: the carving (`sources.split_of`); fractions names the
+    seed, fractions: the carving (`tsv.split_of`); fractions names the
       held-out splits taken from this file ({} when both have their own).
     build: False: return None rather than make a pass when there is no
       valid cache (evaluation then collects only the held-out pairs).
 
   Returns:
-    `sources.Carved`: splits "train" (a `TsvPairs`, when built or `build`)
+    `tsv.Carved`: splits "train" (a `TsvPairs`, when built or `build`)
     and the held-out ones (lists); sizes and total count distinct pairs.
 
   Raises:
-    DataError: as `sources.read_tsv` for the first malformed line, or the
+    DataError: as `tsv.read_tsv` for the first malformed line, or the
       file changed while it was read.
   """
   st = _stat(path)
@@ -244,7 +244,7 @@ def carve(path: str, seed: int, fractions: dict, build: bool = True) -> Optional
       held_out.close()
     if "train" in offsets:
       splits["train"] = TsvPairs(path, offsets["train"], st.st_size, st.st_mtime_ns)
-    return sources.Carved(splits, dict(meta["sizes"]), int(meta["total"]))
+    return tsv.Carved(splits, dict(meta["sizes"]), int(meta["total"]))
   if not build:
     return None
   return _build(path, st, seed, fractions, key)
@@ -265,15 +265,15 @@ def _key(seed, fractions) -> dict:
           "fractions": {name: float(f) for name, f in sorted(fractions.items())}}
 
 
-def _build(path, st, seed, fractions, key) -> "sources.Carved":
+def _build(path, st, seed, fractions, key) -> "tsv.Carved":
   """One pass: every line parsed, the training offsets deduplicated by a
   128-bit hash of the pair, the held-out pairs kept whole (they are small)."""
   _log.info("indexing %s (%d bytes): one pass, cached for later runs", path, st.st_size)
   # Compact arrays while reading: 8 bytes an offset, 16 a hash.
   offsets, high, low = array.array("q"), array.array("Q"), array.array("Q")
   held_out = {name: {} for name in fractions}  # pair -> offset of its first line
-  for _, offset, pair in sources.scan_tsv(path):
-    split = sources.split_of(pair[0], seed, fractions) if fractions else "train"
+  for _, offset, pair in tsv.scan_tsv(path):
+    split = tsv.split_of(pair[0], seed, fractions) if fractions else "train"
     if split != "train":
       held_out[split].setdefault(pair, offset)
       continue
@@ -299,7 +299,7 @@ def _build(path, st, seed, fractions, key) -> "sources.Carved":
     _write_cache(path, arrays, meta)
   splits = {name: list(pairs) for name, pairs in held_out.items()}
   splits["train"] = TsvPairs(path, train, st.st_size, st.st_mtime_ns)
-  return sources.Carved(splits, sizes, total)
+  return tsv.Carved(splits, sizes, total)
 
 
 def _first_of_each(offsets: np.ndarray, high: np.ndarray, low: np.ndarray) -> np.ndarray:

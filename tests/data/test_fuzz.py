@@ -10,7 +10,7 @@ import tempfile
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from seq2seq_jax.data import sources, tokenizers, tsv_index
+from seq2seq_jax.data import tokenizers, tsv, tsv_index
 from seq2seq_jax.data.tokenizers import UNK
 from seq2seq_jax.errors import DataError
 
@@ -29,7 +29,7 @@ def _read(data: bytes, suffix: str):
     with open(path, "wb") as f:
       f.write(data)
     try:
-      pairs, stats = sources.read_tsv(path)
+      pairs, stats = tsv.read_tsv(path)
     except DataError as e:
       assert str(e) and "\n" not in str(e)
       if suffix == ".tsv":  # the index reads the same lines: the same error
@@ -37,7 +37,7 @@ def _read(data: bytes, suffix: str):
           tsv_index.carve(path, 0, {})
         assert str(info.value) == str(e)
       return None
-    streamed = list(sources.stream_tsv(path))
+    streamed = list(tsv.stream_tsv(path))
     assert streamed == pairs
     if suffix == ".tsv":
       train = tsv_index.carve(path, 0, {}).splits["train"]

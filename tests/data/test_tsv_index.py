@@ -11,7 +11,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from seq2seq_jax.data import sources, tsv_index
+from seq2seq_jax.data import sources, tsv, tsv_index
 from seq2seq_jax.errors import DataError
 
 FRACTIONS = {"valid": 0.1, "test": 0.1}
@@ -74,8 +74,8 @@ def _write(tmp_path, name, text):
 def _expected(path, fractions, seed):
   """The splits as the in-memory path makes them (read_tsv, duplicates
   dropped, split_by_source)."""
-  pairs = list(dict.fromkeys(sources.read_tsv(path)[0]))
-  return sources.split_by_source(pairs, fractions, seed)
+  pairs = list(dict.fromkeys(tsv.read_tsv(path)[0]))
+  return tsv.split_by_source(pairs, fractions, seed)
 
 
 @pytest.mark.parametrize("seed, fractions", [
@@ -121,7 +121,7 @@ def test_the_cache_is_reused(tmp_path, passes, monkeypatch):
   stamp = os.stat(cache).st_mtime_ns
   first = {k: list(v) for k, v in first.items()}
   with monkeypatch.context() as patch:
-    patch.setattr(sources, "scan_tsv", _no_pass)
+    patch.setattr(tsv, "scan_tsv", _no_pass)
     second = sources.load_splits(_config(path))
     assert {k: list(v) for k, v in second.items()} == first
     # Evaluation reads its split from the cache too.
@@ -215,7 +215,7 @@ def test_a_line_that_no_longer_parses_names_its_place(tmp_path):
 
 def test_a_file_changed_while_it_is_indexed(tmp_path, monkeypatch):
   path = _write(tmp_path, "d.tsv", _corpus())
-  scan = sources.scan_tsv
+  scan = tsv.scan_tsv
 
   def scan_and_append(p, stats=None):
     for k, item in enumerate(scan(p, stats)):
@@ -224,7 +224,7 @@ def test_a_file_changed_while_it_is_indexed(tmp_path, monkeypatch):
           f.write("\nx\ty")
       yield item
 
-  monkeypatch.setattr(sources, "scan_tsv", scan_and_append)
+  monkeypatch.setattr(tsv, "scan_tsv", scan_and_append)
   with pytest.raises(DataError, match="changed while it was being indexed"):
     sources.load_splits(_config(path))
   assert not os.path.exists(path + ".index.npz")
