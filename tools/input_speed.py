@@ -65,7 +65,7 @@ def main(argv):
         str(t): round(loader_rate(run, t, FLAGS.batches), 1)
         for t in sorted({0, *(int(t) for t in FLAGS.threads)})}
     with config.unlocked():
-      config.train.num_steps = FLAGS.steps
+      config.train.num_steps = max(config.train.num_steps, FLAGS.steps + 1)  # its schedule
       config.train.eval_every = FLAGS.steps + 1
       config.train.checkpoint_every = FLAGS.steps + 1
       config.train.log_every = max(1, FLAGS.steps // 3)
