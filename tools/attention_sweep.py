@@ -44,6 +44,8 @@ flags.DEFINE_integer("steps", 400, "Training steps per run (the budget).")
 flags.DEFINE_integer("eval_every", 50, "Validation interval: the resolution of 'steps to target'.")
 flags.DEFINE_integer("eval_examples", 500, "Validation examples decoded at each evaluation.")
 flags.DEFINE_float("target", 0.99, "Validation exact match that counts as reached.")
+flags.DEFINE_list("merge", [], "Instead of training: combine the rows of these earlier --out "
+                  ".json files (parts of one sweep run side by side) into --out.")
 
 
 def steps_to_target(events: list, target: float):
@@ -105,9 +107,36 @@ def to_markdown(rows, command) -> str:
   return "\n".join(lines) + "\n"
 
 
+def merge(paths) -> None:
+  """Writes --out from the rows of several parts, in sweep order."""
+  runs, commands = {}, []
+  for path in paths:
+    with open(path, encoding="utf-8") as f:
+      part = json.load(f)
+    for r in part["rows"]:
+      # A run in two parts was trained in one and only re-evaluated (resumed
+      # at its last step) in the other: keep the one that trained.
+      key = (r["decoder"], r["score"], r["normalizer"], r["seed"])
+      if key not in runs or r["wall_seconds"] > runs[key]["wall_seconds"]:
+        runs[key] = r
+    commands.append(part["command"])
+  rows = list(runs.values())
+  order = {c: k for k, c in enumerate(itertools.product(FLAGS.decoders, FLAGS.scores,
+                                                        FLAGS.normalizers))}
+  rows.sort(key=lambda r: (order[(r["decoder"], r["score"], r["normalizer"])], r["seed"]))
+  command = " ; ".join(commands)
+  with open(FLAGS.out + ".json", "w", encoding="utf-8") as f:
+    json.dump({"command": command, "rows": rows}, f, indent=1)
+  with open(FLAGS.out + ".md", "w", encoding="utf-8") as f:
+    f.write(to_markdown(rows, command))
+
+
 def main(argv):
   del argv
   absl_logging.set_verbosity(absl_logging.WARNING)
+  if FLAGS.merge:
+    merge(FLAGS.merge)
+    return
   command = "python tools/attention_sweep.py " + " ".join(sys.argv[1:])
   rows = []
   for decoder, score, normalizer in itertools.product(FLAGS.decoders, FLAGS.scores,
