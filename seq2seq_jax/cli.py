@@ -2,6 +2,7 @@
 make (a bad flag, config value, path or data line) is one line on stderr,
 `error: ...`, and exit status 2, with no traceback."""
 
+import json
 import sys
 from typing import NoReturn
 
@@ -19,3 +20,11 @@ def parse_flags_or_exit(argv):
     return flags.FLAGS(argv)
   except flags.Error as e:
     fail(str(e))
+
+
+def write_json(path: str, value) -> None:
+  """A command's results as a JSON file (`--json=PATH`), indented, one
+  trailing newline."""
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(value, f, indent=2)
+    f.write("\n")

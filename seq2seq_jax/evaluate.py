@@ -11,13 +11,12 @@ compiled (and timed as "compile") before the timed pass, and the timed pass
 ends with the results on the host.
 """
 
-import json
 import time
 
 from absl import app, flags
 from absl import logging as absl_logging
 
-from seq2seq_jax.cli import fail
+from seq2seq_jax.cli import fail, write_json
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "runs/default", "A workdir written by train.py.")
@@ -119,9 +118,7 @@ def main(argv):
           f"{r['tokens_per_s']:>9.0f}  {r['compile_s']:>9.1f}")
   print(f"BLEU: {out['bleu_signature']}")
   if FLAGS.json:
-    with open(FLAGS.json, "w", encoding="utf-8") as f:
-      json.dump(out, f, indent=2)
-      f.write("\n")
+    write_json(FLAGS.json, out)
 
 
 if __name__ == "__main__":

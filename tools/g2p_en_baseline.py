@@ -14,7 +14,6 @@ the project's own: a word is right if it matches any of its reference
 pronunciations (`metrics.g2p_error_rates`).
 """
 
-import json
 import os
 import sys
 import time
@@ -26,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # run from a checkout without installing
 
 from seq2seq_jax import metrics  # noqa: E402
-from seq2seq_jax.cli import fail  # noqa: E402
+from seq2seq_jax.cli import fail, write_json  # noqa: E402
 from seq2seq_jax.config_defaults import get_config  # noqa: E402
 from seq2seq_jax.data import cmudict_source, sources  # noqa: E402
 
@@ -72,9 +71,7 @@ def main(argv):
   print(f"g2p-en network on {out['words']:,} test words, stress "
         f"{'kept' if FLAGS.stress else 'removed'}: WER {100 * wer:.2f} %, PER {100 * per:.2f} %")
   if FLAGS.json:
-    with open(FLAGS.json, "w", encoding="utf-8") as f:
-      json.dump(out, f, indent=1)
-      f.write("\n")
+    write_json(FLAGS.json, out)
 
 
 if __name__ == "__main__":

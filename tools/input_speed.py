@@ -27,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # run from a checkout without installing
 
 from seq2seq_jax import trainer  # noqa: E402
-from seq2seq_jax.data import batching, pipeline  # noqa: E402
+from seq2seq_jax.cli import write_json  # noqa: E402
 from seq2seq_jax.metric_writer import read_metrics  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -39,13 +39,10 @@ flags.DEFINE_list("threads", ["1", "2"], "Loader worker threads to measure (0 is
 flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
 
 
-def loader_rate(run, threads: int, count: int) -> float:
-  """Batches per second the loader delivers from step 0 (after the first)."""
-  config = run.config
-  batches = pipeline.Batches(
-      run.splits["train"], batching.pair_encoder(run.src_tok, run.tgt_tok), run.src_boundaries,
-      run.tgt_boundaries, batch_size=config.train.batch_size, seed=config.seed,
-      too_long=config.data.too_long, threads=threads, prefetch=config.data.prefetch)
+def loader_rate(batches, threads: int, count: int) -> float:
+  """Batches per second `batches` delivers from step 0 with `threads`
+  workers (after the first batch)."""
+  batches.threads = threads
   stream = batches.iterate(0)
   next(stream)  # starts the workers
   start = time.perf_counter()
@@ -62,7 +59,7 @@ def main(argv):
   with tempfile.TemporaryDirectory() as tmp:
     run = trainer.Run(config, os.path.join(tmp, "census"))
     out["loader_batches_per_s"] = {
-        str(t): round(loader_rate(run, t, FLAGS.batches), 1)
+        str(t): round(loader_rate(run.train_batches, t, FLAGS.batches), 1)
         for t in sorted({0, *(int(t) for t in FLAGS.threads)})}
     with config.unlocked():
       config.train.num_steps = max(config.train.num_steps, FLAGS.steps + 1)  # its schedule
@@ -79,9 +76,7 @@ def main(argv):
     out["loader_threads"] = config.data.loader_threads
   print(json.dumps(out, indent=1))
   if FLAGS.json:
-    with open(FLAGS.json, "w", encoding="utf-8") as f:
-      json.dump(out, f, indent=1)
-      f.write("\n")
+    write_json(FLAGS.json, out)
 
 
 if __name__ == "__main__":
