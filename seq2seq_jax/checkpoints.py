@@ -20,6 +20,7 @@ nothing.
 import errno
 import os
 import re
+import shutil
 import sys
 from typing import Optional
 
@@ -45,12 +46,9 @@ class Checkpoints:
   def __init__(self, directory: str, keep: int = 3):
     self.directory = os.path.abspath(directory)
     self._writing = None  # the step of the newest save started
+    _remove_unfinished_writes(self.directory)
     self._manager = ocp.CheckpointManager(
-        self.directory,
-        # cleanup_tmp_directories: a write cut short (kill -9 during an async
-        # save) leaves only a temporary directory, never a step; drop it.
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                             cleanup_tmp_directories=True))
+        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
@@ -267,6 +265,24 @@ def _all_processes(outcome: int) -> np.ndarray:
   if jax.process_count() == 1:
     return np.array([outcome])
   return np.asarray(multihost_utils.process_allgather(np.int32(outcome))).ravel()
+
+
+def _remove_unfinished_writes(directory: str) -> None:
+  """A write cut short (kill -9 during an async save) leaves only a temporary
+  directory, never a step: removed here, before this run writes anything.
+  Orbax's own `cleanup_tmp_directories` removes them in a background thread,
+  which can still be deleting `8.orbax-checkpoint-tmp` when this run starts
+  writing step 8 under the same name (seen as a FileNotFoundError that ended
+  a resumed run)."""
+  if jax.process_index() == 0 and os.path.isdir(directory):
+    for name in os.listdir(directory):
+      if ".orbax-checkpoint-tmp" in name:
+        path = os.path.join(directory, name)
+        if os.path.isdir(path):
+          shutil.rmtree(path)
+        else:
+          os.remove(path)
+  _barrier("seq2seq_jax: unfinished checkpoint writes removed")
 
 
 def _barrier(name: str) -> None:

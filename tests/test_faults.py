@@ -395,6 +395,21 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path, six_step
   assert_same_state(saved_state(workdir), reference[0])
 
 
+def test_an_unfinished_write_is_gone_before_the_directory_is_used(tmp_path, six_steps):
+  """A kill -9 during a save leaves `8.orbax-checkpoint-tmp`. It is removed
+  when the directory is opened, not later in the background, where it raced
+  with this run's own write of step 8."""
+  ckpt = os.path.join(str(tmp_path / "w"), "checkpoints")
+  shutil.copytree(os.path.join(six_steps, "checkpoints"), ckpt)
+  shutil.copytree(os.path.join(ckpt, "6"), os.path.join(ckpt, "8.orbax-checkpoint-tmp"))
+  ckpts = Checkpoints(ckpt)
+  try:
+    assert sorted(os.listdir(ckpt)) == ["2", "4", "6"]
+    assert ckpts.all_steps() == [2, 4, 6]
+  finally:
+    ckpts.close()
+
+
 def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(tmp_path, six_steps):
   workdir = str(tmp_path / "w")
   shutil.copytree(six_steps, workdir)
@@ -522,7 +537,7 @@ def test_two_processes_agree_before_a_checkpoint_moves(tmp_path, six_steps, monk
 
   monkeypatch.setattr(checkpoints, "_all_processes", all_processes)
   monkeypatch.setattr(checkpoints, "_barrier", lambda name: barriers.append(
-      sorted(os.listdir(ckpt))))
+      (name, sorted(os.listdir(ckpt)))))
   state = fresh_state(workdir)
   ckpts = Checkpoints(ckpt)
   try:
@@ -536,8 +551,12 @@ def test_two_processes_agree_before_a_checkpoint_moves(tmp_path, six_steps, monk
     ckpts.close()
   assert os.path.isdir(os.path.join(workdir, "corrupt_checkpoints", "6")) == moved
   assert (listing(ckpt) == before) != moved
-  # The move, then the barrier (once, with 6 gone); no barrier when nothing moved.
-  assert barriers == ([["2", "4"]] if moved else [])
+  # The move, then the barrier (once, with 6 gone); none when nothing moved.
+  # (Opening a checkpoint directory has its own barrier, after unfinished
+  # writes are removed: the first one recorded.)
+  assert barriers[0][0] == "seq2seq_jax: unfinished checkpoint writes removed"
+  moves = [listing for name, listing in barriers if "set aside" in name]
+  assert moves == ([["2", "4"]] if moved else [])
 
 # --- a checkpoint directory that refuses writes (in-process) ----------------
 
