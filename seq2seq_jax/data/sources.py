@@ -16,10 +16,11 @@ the input pipeline shuffles a whole split, whatever its size. The held-out
 splits and the small sources are lists. The training split of an
 uncompressed TSV file is a `tsv_index.TsvPairs`: the byte offsets of its
 lines, built in one pass and cached, so memory does not grow with the corpus
-beyond 8 bytes a line. A gzipped file has no random access: it is read into
-memory. Valid/test splits are carved off by a hash of (data.seed, source
-sentence) (`split_of`), which needs no pass over the whole file and keeps all
-pairs of one source in one split.
+beyond 8 bytes a line. A gzipped file has no random access: its training
+split is indexed in a decompressed copy, made once and cached
+(`tsv_index.decompressed`). Valid/test splits are carved off by a hash of
+(data.seed, source sentence) (`split_of`), which needs no pass over the whole
+file and keeps all pairs of one source in one split.
 """
 
 import os
@@ -136,13 +137,18 @@ def _load_tsv_splits(path, data_config, only=SPLITS):
   if all(explicit.get(split) for split in only):
     return splits  # the main file holds none of the requested splits
   carved = None
-  if not path.endswith(".gz") and os.path.isfile(path):
+  if os.path.isfile(path):
     # Random access: a line-offset index, cached; without "train" only a
-    # cached one is used (evaluation builds no training index).
+    # cached one is used (evaluation builds no training index, and
+    # decompresses nothing).
     from seq2seq_jax.data import tsv_index  # pylint: disable=g-import-not-at-top
-    carved = tsv_index.carve(path, seed, fractions, build="train" in only)
+    build = "train" in only
+    indexed = tsv_index.decompressed(path, build) if path.endswith(".gz") else path
+    if indexed is not None:
+      carved = tsv_index.carve(indexed, seed, fractions, build)
   if carved is None and "train" in only:
-    # gzip (or no regular file: read_tsv names the problem): in memory.
+    # No regular file (read_tsv names the problem), or a gzipped one whose
+    # decompressed copy cannot be written: in memory.
     main = _dedupe(_read_nonempty(path))
     parts = split_by_source(main, fractions, seed)
     carved = Carved(parts, {k: len(v) for k, v in parts.items()}, len(main))

@@ -60,17 +60,23 @@ def scan_tsv(path: str, stats: Optional[dict] = None) -> Iterator[tuple]:
   if stats is None:
     stats = {}
   stats.update(lines=0, blank_lines=0, pairs=0, extra_column_lines=0)
+  offset = 0
+  for lineno, raw in enumerate(open_lines(path), start=1):
+    stats["lines"] = lineno
+    pair = parse_line(raw, f"{path}:{lineno}", lineno == 1, stats)
+    if pair is not None:
+      stats["pairs"] += 1
+      yield lineno, offset, pair
+    offset += len(raw)
+
+
+def open_lines(path: str) -> Iterator[bytes]:
+  """The raw lines of a TSV file (gunzipped if the name ends in ".gz"), with
+  `scan_tsv`'s DataErrors for a missing, unreadable or corrupt file."""
   opener = gzip.open if str(path).endswith(".gz") else open
   try:
     with opener(path, "rb") as f:
-      offset = 0
-      for lineno, raw in enumerate(f, start=1):
-        stats["lines"] = lineno
-        pair = parse_line(raw, f"{path}:{lineno}", lineno == 1, stats)
-        if pair is not None:
-          stats["pairs"] += 1
-          yield lineno, offset, pair
-        offset += len(raw)
+      yield from f
   except FileNotFoundError:
     raise DataError(f"data file not found: {path}") from None
   except IsADirectoryError:

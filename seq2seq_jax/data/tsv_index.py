@@ -22,8 +22,11 @@ it is read ("... changed since it was indexed ...; restart the run"): the
 offsets would point into other text.
 
 A gzip-compressed file has no random access (reaching line i means
-decompressing everything before it): `sources` reads it into memory, as a
-list, and never indexes it.
+decompressing everything before it). Its training split is therefore read
+from a decompressed copy (`decompressed`): written once, with every line
+checked (errors name the .gz file and line), into the user's cache
+directory, recorded against the .gz's size and mtime, and indexed like any
+other file. Memory stays the index; the disk holds the text twice.
 """
 
 import array
@@ -211,6 +214,53 @@ def cache_paths(path: str) -> list:
   digest = hashlib.sha256(os.fsencode(abspath)).hexdigest()[:16]
   name = f"{digest}-{os.path.basename(abspath)}.index.npz"
   return [abspath + ".index.npz", os.path.join(root, "seq2seq_jax", "tsv_index", name)]
+
+
+def decompressed(path: str, build: bool = True) -> Optional[str]:
+  """The path of an uncompressed copy of the gzipped TSV file `path`, made
+  by one pass (each line parsed, so a malformed one is a DataError naming
+  `path:line`) unless a copy of this very file (same size and mtime) is
+  cached: ($XDG_CACHE_HOME or ~/.cache)/seq2seq_jax/tsv_index/<hash>-<name>.tsv.
+  None with build=False instead of a pass, and when the copy cannot be
+  written (a warning; the caller then reads the file into memory)."""
+  st = _stat(path)
+  copy = cache_paths(path)[1][:-len(".index.npz")] + ".tsv"
+  record = {"source": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+  try:
+    with open(copy + ".json", encoding="utf-8") as f:
+      if json.load(f) == dict(record, copy_size=os.path.getsize(copy)):
+        return copy
+  except (OSError, ValueError):
+    pass  # no copy, or not of this file: make one
+  if not build:
+    return None
+  _log.info("decompressing %s (%d bytes) once, for random access", path, st.st_size)
+  tmp = None
+  try:
+    os.makedirs(os.path.dirname(copy), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(copy), suffix=".partial")
+    with os.fdopen(fd, "wb") as out:
+      for lineno, raw in enumerate(tsv.open_lines(path), start=1):
+        tsv.parse_line(raw, f"{path}:{lineno}", lineno == 1)
+        out.write(raw)
+    after = _stat(path)
+    if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+      raise DataError(f"{path} changed while it was being read; run again once it is written")
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(copy + ".json")  # no record ever describes another copy
+    os.replace(tmp, copy)
+    tmp = None
+    with open(copy + ".json", "w", encoding="utf-8") as f:
+      json.dump(dict(record, copy_size=os.path.getsize(copy)), f)
+  except OSError as e:  # the cache, not the data (read errors are DataErrors)
+    _log.warning("cannot keep a decompressed copy of %s in %s (%s); reading it into memory",
+                 path, os.path.dirname(copy), e)
+    return None
+  finally:
+    if tmp is not None:
+      with contextlib.suppress(OSError):
+        os.remove(tmp)
+  return copy
 
 
 def carve(path: str, seed: int, fractions: dict, build: bool = True) -> Optional["tsv.Carved"]:

@@ -629,11 +629,13 @@ def test_changed_data_raises(change, threads):
 # End to end.
 
 
-def test_tsv_training_run_end_to_end(tmp_path, capsys):
+def test_tsv_training_run_end_to_end(tmp_path, capsys, monkeypatch):
   from seq2seq_jax import trainer
   from seq2seq_jax.metric_writer import read_metrics
   from tests import tiny_config
 
+  # The gzipped file is read through a decompressed copy in the user's cache.
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
   path = tmp_path / "dates.tsv.gz"
   with gzip.open(path, "wt", encoding="utf-8") as f:
     for src, tgt in tasks.make_task("date", 0, 500, 1, 1)["train"]:

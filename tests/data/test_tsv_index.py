@@ -102,14 +102,14 @@ def test_index_gives_the_in_memory_splits(tmp_path, monkeypatch, seed, fractions
       (expected[name] for name in fractions), [])
 
 
-def test_load_splits_through_the_index_equals_the_gzip_lists(tmp_path):
+def test_load_splits_of_a_gzipped_file_equals_the_plain_one(tmp_path):
   path = _write(tmp_path, "d.tsv", _corpus())
   gz = _write(tmp_path, "d.tsv.gz", _corpus())
-  indexed = sources.load_splits(_config(path, seed=5))
-  in_memory = sources.load_splits(_config(gz, seed=5))
-  assert isinstance(indexed["train"], tsv_index.TsvPairs)
-  assert isinstance(in_memory["train"], list)  # gzip: no random access
-  assert {k: list(v) for k, v in indexed.items()} == in_memory
+  plain = sources.load_splits(_config(path, seed=5))
+  from_gz = sources.load_splits(_config(gz, seed=5))
+  assert isinstance(plain["train"], tsv_index.TsvPairs)
+  assert isinstance(from_gz["train"], tsv_index.TsvPairs)  # its decompressed copy
+  assert {k: list(v) for k, v in plain.items()} == {k: list(v) for k, v in from_gz.items()}
   assert not os.path.exists(gz + ".index.npz")
 
 
@@ -342,9 +342,46 @@ def test_index_bounds(tmp_path):
   assert ("a", "A") in train
 
 
-def test_gzip_is_read_into_a_list(tmp_path):
+def test_gzip_is_indexed_in_a_cached_decompressed_copy(tmp_path, user_cache, monkeypatch):
   gz = _write(tmp_path, "d.tsv.gz", _corpus())
   splits = sources.load_splits(_config(gz))
-  assert all(isinstance(pairs, list) for pairs in splits.values())
+  assert isinstance(splits["train"], tsv_index.TsvPairs)  # random access, memory = the index
+  assert {k: list(v) for k, v in splits.items()} == _expected(gz, FRACTIONS, 0)
+  assert sorted(os.listdir(tmp_path)) == ["d.tsv.gz", "xdg-cache"]  # nothing beside the file
+  copy = tsv_index.decompressed(gz, build=False)
+  assert copy.startswith(str(user_cache)) and os.path.isfile(copy)
+  with monkeypatch.context() as patch:  # the copy and its index are reused: no pass
+    patch.setattr(tsv, "open_lines", _no_pass)
+    patch.setattr(tsv, "scan_tsv", _no_pass)
+    assert list(sources.load_splits(_config(gz))["train"]) == list(splits["train"])
+  # A new file under the same name: a new copy.
+  _write(tmp_path, "d.tsv.gz", "new\tNEW\nother\tOTHER\n")
+  os.utime(gz, ns=(1, 1))
+  again = sources.load_splits(_config(gz, valid_fraction=0.0, test_fraction=0.0))
+  assert list(again["train"]) == [("new", "NEW"), ("other", "OTHER")]
+
+
+def test_a_malformed_line_in_a_gzipped_file_names_the_file_and_line(tmp_path):
+  gz = _write(tmp_path, "d.tsv.gz", "a\tA\nb\tB\nno tab here\n")
+  with pytest.raises(DataError) as info:
+    sources.load_splits(_config(gz))
+  assert str(info.value) == f"{gz}:3: expected 'source<TAB>target', found 1 column"
+  assert tsv_index.decompressed(gz, build=False) is None  # no half-made copy is kept
+
+
+def test_gzip_without_a_writable_cache_is_read_into_memory(tmp_path, monkeypatch, caplog):
+  gz = _write(tmp_path, "d.tsv.gz", _corpus())
+  (tmp_path / "blocked").write_text("a file where the cache directory would go")
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "blocked"))
+  with caplog.at_level(logging.WARNING, logger=tsv_index.__name__):
+    splits = sources.load_splits(_config(gz))
+  assert "cannot keep a decompressed copy of" in caplog.text
+  assert isinstance(splits["train"], list)
   assert splits == _expected(gz, FRACTIONS, 0)
-  assert sorted(os.listdir(tmp_path)) == ["d.tsv.gz"]
+
+
+def test_evaluation_of_a_gzipped_file_decompresses_nothing(tmp_path, user_cache):
+  gz = _write(tmp_path, "d.tsv.gz", _corpus())
+  test = sources.load_splits(_config(gz), only=("test",))["test"]
+  assert test == _expected(gz, FRACTIONS, 0)["test"]
+  assert not os.path.exists(user_cache)
