@@ -207,13 +207,19 @@ def cache_paths(path: str) -> list:
   `<path>.index.npz` beside it, then the user's cache directory
   ($XDG_CACHE_HOME or ~/.cache)/seq2seq_jax/tsv_index/<hash>-<name>.index.npz,
   the hash being of the absolute path."""
+  return [os.path.abspath(path) + ".index.npz", _in_user_cache(path, ".index.npz")]
+
+
+def _in_user_cache(path: str, suffix: str) -> str:
+  """($XDG_CACHE_HOME or ~/.cache)/seq2seq_jax/tsv_index/<hash>-<name><suffix>,
+  the hash being of the absolute path."""
   abspath = os.path.abspath(path)
   root = os.environ.get("XDG_CACHE_HOME", "")
   if not os.path.isabs(root):  # unset, empty or relative: the spec's default
     root = os.path.join(os.path.expanduser("~"), ".cache")
   digest = hashlib.sha256(os.fsencode(abspath)).hexdigest()[:16]
-  name = f"{digest}-{os.path.basename(abspath)}.index.npz"
-  return [abspath + ".index.npz", os.path.join(root, "seq2seq_jax", "tsv_index", name)]
+  return os.path.join(root, "seq2seq_jax", "tsv_index",
+                      f"{digest}-{os.path.basename(abspath)}{suffix}")
 
 
 def decompressed(path: str, build: bool = True) -> Optional[str]:
@@ -224,43 +230,41 @@ def decompressed(path: str, build: bool = True) -> Optional[str]:
   None with build=False instead of a pass, and when the copy cannot be
   written (a warning; the caller then reads the file into memory)."""
   st = _stat(path)
-  copy = cache_paths(path)[1][:-len(".index.npz")] + ".tsv"
+  copy = _in_user_cache(path, ".tsv")
   record = {"source": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-  try:
-    with open(copy + ".json", encoding="utf-8") as f:
-      if json.load(f) == dict(record, copy_size=os.path.getsize(copy)):
-        return copy
-  except (OSError, ValueError):
-    pass  # no copy, or not of this file: make one
+  if _recorded(copy, record):
+    return copy
   if not build:
     return None
   _log.info("decompressing %s (%d bytes) once, for random access", path, st.st_size)
-  tmp = None
+
+  def write_copy(out):
+    for lineno, raw in enumerate(tsv.open_lines(path), start=1):
+      tsv.parse_line(raw, f"{path}:{lineno}", lineno == 1)
+      out.write(raw)
+    _check_unchanged(path, st, "read")
+
   try:
-    os.makedirs(os.path.dirname(copy), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(copy), suffix=".partial")
-    with os.fdopen(fd, "wb") as out:
-      for lineno, raw in enumerate(tsv.open_lines(path), start=1):
-        tsv.parse_line(raw, f"{path}:{lineno}", lineno == 1)
-        out.write(raw)
-    after = _stat(path)
-    if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
-      raise DataError(f"{path} changed while it was being read; run again once it is written")
     with contextlib.suppress(FileNotFoundError):
-      os.remove(copy + ".json")  # no record ever describes another copy
-    os.replace(tmp, copy)
-    tmp = None
-    with open(copy + ".json", "w", encoding="utf-8") as f:
-      json.dump(dict(record, copy_size=os.path.getsize(copy)), f)
+      os.remove(copy + ".json")  # a record never describes another copy
+    _write_atomically(copy, write_copy)
+    record["copy_size"] = os.path.getsize(copy)
+    _write_atomically(copy + ".json", lambda f: f.write(json.dumps(record).encode("utf-8")))
   except OSError as e:  # the cache, not the data (read errors are DataErrors)
     _log.warning("cannot keep a decompressed copy of %s in %s (%s); reading it into memory",
                  path, os.path.dirname(copy), e)
     return None
-  finally:
-    if tmp is not None:
-      with contextlib.suppress(OSError):
-        os.remove(tmp)
   return copy
+
+
+def _recorded(copy: str, record: dict) -> bool:
+  """Whether `copy` is the one its JSON record says was made from the file
+  `record` describes."""
+  try:
+    with open(copy + ".json", encoding="utf-8") as f:
+      return json.load(f) == dict(record, copy_size=os.path.getsize(copy))
+  except (OSError, ValueError):  # no copy or record, or a record this module did not write
+    return False
 
 
 def carve(path: str, seed: int, fractions: dict, build: bool = True) -> Optional["tsv.Carved"]:
@@ -309,6 +313,14 @@ def _stat(path):
     raise DataError(f"cannot read data file {path}: {e}") from None
 
 
+def _check_unchanged(path, st, doing: str) -> None:
+  """DataError if `path` no longer has the size and mtime of `st`, taken
+  before it was `doing` ("read", "indexed")."""
+  after = _stat(path)
+  if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+    raise DataError(f"{path} changed while it was being {doing}; run again once it is written")
+
+
 def _key(seed, fractions) -> dict:
   """What the carving depends on (the seed only matters with fractions)."""
   return {"seed": int(seed) if fractions else None,
@@ -331,10 +343,7 @@ def _build(path, st, seed, fractions, key) -> "tsv.Carved":
     offsets.append(offset)
     high.append(int.from_bytes(digest[:8], "little"))
     low.append(int.from_bytes(digest[8:], "little"))
-  after = _stat(path)
-  if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
-    raise DataError(f"{path} changed while it was being indexed; run again once it is "
-                    "written")
+  _check_unchanged(path, st, "indexed")
   train = _first_of_each(np.frombuffer(offsets, np.int64),
                          np.frombuffer(high, np.uint64), np.frombuffer(low, np.uint64))
   del offsets, high, low
@@ -404,23 +413,30 @@ def _write_cache(path, arrays, meta) -> Optional[str]:
   (logged) when none does."""
   errors = []
   for cache in cache_paths(path):
-    directory = os.path.dirname(cache)
-    tmp = None
     try:
-      os.makedirs(directory, exist_ok=True)
-      fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(cache) + ".",
-                                 suffix=".tmp")
-      with os.fdopen(fd, "wb") as f:
-        os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 would hide it from other users
-        np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
-      os.replace(tmp, cache)
+      _write_atomically(cache, lambda f: np.savez(f, meta=np.array(json.dumps(meta)), **arrays))
       _log.info("%s: index cached in %s", path, cache)
       return cache
     except OSError as e:
       errors.append(f"{cache}: {e}")
-      if tmp is not None:
-        with contextlib.suppress(OSError):
-          os.unlink(tmp)
   _log.warning("cannot cache the index of %s (%s); the next run indexes it again", path,
                "; ".join(errors))
   return None
+
+
+def _write_atomically(target: str, write) -> None:
+  """`write(f)` into a temporary file beside `target`, then os.replace: a
+  reader sees the old file or the whole new one, and a failure (raised)
+  leaves no temporary file behind."""
+  directory = os.path.dirname(target)
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(target) + ".", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 would hide it from other users
+      write(f)
+    os.replace(tmp, target)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.unlink(tmp)
+    raise

@@ -361,12 +361,13 @@ def test_gzip_is_indexed_in_a_cached_decompressed_copy(tmp_path, user_cache, mon
   assert list(again["train"]) == [("new", "NEW"), ("other", "OTHER")]
 
 
-def test_a_malformed_line_in_a_gzipped_file_names_the_file_and_line(tmp_path):
+def test_a_malformed_line_in_a_gzipped_file_names_the_file_and_line(tmp_path, user_cache):
   gz = _write(tmp_path, "d.tsv.gz", "a\tA\nb\tB\nno tab here\n")
   with pytest.raises(DataError) as info:
     sources.load_splits(_config(gz))
   assert str(info.value) == f"{gz}:3: expected 'source<TAB>target', found 1 column"
-  assert tsv_index.decompressed(gz, build=False) is None  # no half-made copy is kept
+  assert tsv_index.decompressed(gz, build=False) is None
+  assert os.listdir(user_cache / "seq2seq_jax" / "tsv_index") == []  # no half-made copy
 
 
 def test_gzip_without_a_writable_cache_is_read_into_memory(tmp_path, monkeypatch, caplog):
