@@ -18,11 +18,33 @@ JAX's persistent compilation cache on, a worker loads the program from disk
 instead of compiling it.
 """
 
+import collections
 import concurrent.futures
-from typing import Any, Hashable
+from typing import Any, Hashable, Optional
 
 import jax
 import numpy as np
+from jax import monitoring
+
+_compiles: collections.Counter = collections.Counter()  # program name -> compiles
+
+
+def _count_compile(event: str, duration: float, fun_name: str = "", **kwargs) -> None:
+  del duration, kwargs
+  if event == "/jax/core/compile/backend_compile_duration":
+    _compiles[fun_name] += 1
+
+
+monitoring.register_event_duration_secs_listener(_count_compile)
+
+
+def compilations(name: Optional[str] = None) -> int:
+  """XLA compilations in this process so far, a load from the persistent
+  cache included: of every program, or of those named `name` (a jitted
+  function `f` is "jit(f)"). Counted from XLA's compile events, so unlike a
+  jitted function's executable cache (an LRU shared by every jitted
+  function) no entry can be evicted from the count."""
+  return sum(_compiles.values()) if name is None else _compiles[name]
 
 
 def abstract(tree) -> Any:

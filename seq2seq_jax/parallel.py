@@ -247,5 +247,11 @@ class DataParallel:
 
     step.compile_ahead = compile_ahead_
     step.cache_size = compiled._cache_size if self.strategy == "jit" else lambda: len(shapes)
+    # Programs compiled (or loaded) for this step since it was built: jit's
+    # compile events by name (its executable cache can evict an entry); pmap
+    # names its programs after no function, so its shapes are counted.
+    compiles_before = compile_ahead.compilations("jit(train_step)")
+    step.compilations = ((lambda: compile_ahead.compilations("jit(train_step)") - compiles_before)
+                         if self.strategy == "jit" else lambda: len(shapes))
     self._step = compiled
     return step

@@ -19,7 +19,6 @@ from typing import Optional
 import jax
 import ml_collections
 import numpy as np
-from jax import monitoring
 
 from seq2seq_jax import (compile_ahead, config_schema, decoding, evaluation, faults, models,
                          parallel, plotting, training)
@@ -27,22 +26,6 @@ from seq2seq_jax.checkpoints import Checkpoints, has_checkpoints, restore_params
 from seq2seq_jax.data import batching, pipeline, sources, tokenizers
 from seq2seq_jax.errors import CheckpointError
 from seq2seq_jax.metric_writer import MetricWriter, NullWriter
-
-_compilations = [0]
-
-
-def _count_compilation(event: str, duration: float, **kwargs) -> None:
-  if event == "/jax/core/compile/backend_compile_duration":
-    _compilations[0] += 1
-
-
-monitoring.register_event_duration_secs_listener(_count_compilation)
-
-
-def compilation_count() -> int:
-  """XLA compilations in this process so far (every jitted function)."""
-  return _compilations[0]
-
 
 class Run:
   """Everything a run derives from its config and data, before any write."""
@@ -420,9 +403,9 @@ def _final_eval(run: Run, evaluator: evaluation.Evaluator, writer: MetricWriter,
   values, decoded = evaluator(params, "test")
   if best_step is not None:
     values["best_step"] = best_step  # train.keep_best: these parameters were evaluated
-  values["train_step_compilations"] = train_step.cache_size()
+  values["train_step_compilations"] = train_step.compilations()
   values["train_bucket_shapes"] = len(run.train_batches.batch_shapes())
-  values["compilations_total"] = compilation_count()
+  values["compilations_total"] = compile_ahead.compilations()
   writer.write(step, "test", values)
   samples_path = os.path.join(run.workdir, "samples.txt")
   with open(samples_path, "w", encoding="utf-8") as f:
