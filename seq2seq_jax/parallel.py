@@ -200,10 +200,15 @@ class DataParallel:
 
   def train_step(self, label_smoothing: float = 0.0, scheduled_sampling: bool = False,
                  sample_predictions: bool = False, grad_accum_steps: int = 1,
-                 precision: str = "float32", learning_rate_fn=None):
+                 precision: str = "float32", train_cfg=None):
     """step(state, batch, dropout_rng, gold_prob) -> (state, metrics): the
     state in the training layout (donated), the batch from `put_batch`,
     metrics the global sums (one value each, not one per device).
+
+    train_cfg: config.train, whose optimizer the step applies, with the
+      schedule's numbers (`training.schedule_values`) passed to the program
+      at each call rather than compiled in, and whose learning rate the
+      metrics report; None: the state's own optimizer.
 
     `step.compile_ahead(ahead, state, batch_shapes, dropout_rng, gold_prob)`
     starts compiling the program of every batch shape (S, T) in `ahead`'s
@@ -211,16 +216,17 @@ class DataParallel:
     shape's program instead of compiling it. (jit only: pmap compiles at
     each shape's first step.)"""
     args = (label_smoothing, scheduled_sampling, sample_predictions, grad_accum_steps, precision)
+    schedule = None if train_cfg is None else training.schedule_values(train_cfg)
     if self.strategy == "jit":
-      fn = training.step_function(*args, learning_rate_fn=learning_rate_fn)
+      fn = training.step_function(*args, train_cfg=train_cfg)
       rep = replicated(self.mesh)
-      compiled = jax.jit(fn, in_shardings=(rep, batch_sharding(self.mesh), rep, rep),
+      compiled = jax.jit(fn, in_shardings=(rep, batch_sharding(self.mesh), rep, rep, rep),
                          out_shardings=(rep, rep), donate_argnums=(0,))
     else:
-      fn = training.step_function(*args, axis_name=DATA, learning_rate_fn=learning_rate_fn)
+      fn = training.step_function(*args, axis_name=DATA, train_cfg=train_cfg)
       # Metrics are psummed, the same on every device: out_axes=None returns one.
-      compiled = jax.pmap(fn, axis_name=DATA, in_axes=(0, 0, None, None), out_axes=(0, None),
-                          donate_argnums=(0,))
+      compiled = jax.pmap(fn, axis_name=DATA, in_axes=(0, 0, None, None, None),
+                          out_axes=(0, None), donate_argnums=(0,))
 
     shapes = set()  # pmap keeps no public cache count: one compile per batch shape
     ahead_of = [None]  # the compile_ahead.Ahead compiling this step's programs
@@ -230,7 +236,7 @@ class DataParallel:
       shapes.add(key)
       if ahead_of[0] is not None:
         ahead_of[0].wait(("train_step", key))
-      return compiled(state, batch, dropout_rng, gold_prob)
+      return compiled(state, batch, dropout_rng, gold_prob, schedule)
 
     def compile_ahead_(ahead, state, batch_shapes, batch_size, dropout_rng, gold_prob=None):
       if self.strategy != "jit":
@@ -243,7 +249,7 @@ class DataParallel:
         # Shapes with the shardings of the real arguments: the executable
         # cache that the step's calls read is keyed on them too.
         ahead.submit(("train_step", compile_ahead.shape_key(batch)), compiled, state, batch,
-                     dropout_rng, gold_prob)
+                     dropout_rng, gold_prob, schedule)
 
     step.compile_ahead = compile_ahead_
     step.cache_size = compiled._cache_size if self.strategy == "jit" else lambda: len(shapes)

@@ -265,7 +265,7 @@ def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optio
   state_shape, key_shape = jax.eval_shape(init, *init_args)
   train_step = engine.train_step(cfg.label_smoothing, scheduled, ss.predictions == "sample",
                                  cfg.grad_accum_steps, cfg.precision,
-                                 learning_rate_fn=training.learning_rate_schedule(cfg))
+                                 train_cfg=cfg)
   shapes = run.train_batches.batch_shapes()
   first_shape = (first["src"].shape[1], first["tgt_in"].shape[1])
   shapes.sort(key=lambda s: s != first_shape)  # the first step's program first

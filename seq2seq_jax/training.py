@@ -13,6 +13,7 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax.training import train_state
 
@@ -20,24 +21,56 @@ Array = jax.Array
 TrainState = train_state.TrainState
 
 
-def learning_rate_schedule(cfg) -> optax.Schedule:
-  """Linear warmup from 0 to `cfg.learning_rate`, then the chosen decay."""
-  peak, warmup = cfg.learning_rate, cfg.warmup_steps
-  decay_steps = max(cfg.num_steps - warmup, 1)
-  end = peak * cfg.end_lr_factor
-  if cfg.decay == "cosine":
-    decay = optax.cosine_decay_schedule(peak, decay_steps, alpha=cfg.end_lr_factor)
-  elif cfg.decay == "linear":
-    decay = optax.linear_schedule(peak, end, decay_steps)
-  elif cfg.decay == "rsqrt":
-    # Vaswani et al. 2017: after warmup, the rate falls as 1/sqrt(step).
-    start = max(warmup, 1)
-    decay = lambda count: peak * jnp.sqrt(start / (count + start))
-  else:
-    decay = optax.constant_schedule(peak)
-  if warmup == 0:
-    return decay
-  return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
+def schedule_values(cfg) -> np.ndarray:
+  """The learning-rate schedule's numbers as one float32 array. The train
+  step takes them as an argument, not as constants compiled into it, so runs
+  that differ only in their schedule share one compiled program (and its
+  persistent-cache entry). Derived numbers are computed here in float64 and
+  rounded once, as Python floats are when optax's schedules trace them, so
+  the rates are optax's (bit for bit in isolation; fused into a step, the
+  compiler may round a last bit differently)."""
+  peak, warmup, factor = float(cfg.learning_rate), int(cfg.warmup_steps), float(cfg.end_lr_factor)
+  end, steps = peak * factor, max(cfg.num_steps - warmup, 1)
+  # XLA turns a division by a constant into a product with its float32
+  # reciprocal; the step divides by these two, so it multiplies by them.
+  reciprocals = np.float32(1) / np.array([steps, max(warmup, 1)], np.float32)
+  return np.concatenate([np.array([peak, warmup, steps, factor, 1.0 - factor, end, peak - end,
+                                   max(warmup, 1)], np.float32), reciprocals])
+
+
+def learning_rate_schedule(cfg, values=None) -> optax.Schedule:
+  """Linear warmup from 0 to the peak, then `cfg.decay` over the T = max(total
+  - warmup, 1) steps after it (t of them done):
+    cosine: peak * ((1 - f) * 0.5 (1 + cos(pi t / T)) + f), end factor f;
+    linear: from the peak to f * peak;
+    rsqrt: peak * sqrt(w / (t + w)), w = max(warmup, 1) (Vaswani et al. 2017);
+    constant: the peak.
+  These are optax's `linear_schedule`, `cosine_decay_schedule` and
+  `join_schedules`, written over `values` (`schedule_values(cfg)` unless
+  given; inside the train step, a traced argument) in the same operations,
+  so the rates are the same floats. Only the decay's kind comes from `cfg`."""
+  if values is None:
+    values = schedule_values(cfg)
+  (peak, warmup, steps, factor, one_minus_factor, end, peak_minus_end, start, per_step,
+   per_warmup_step) = (values[i] for i in range(10))
+
+  def decay(t):  # t: steps after warmup, as a float
+    if cfg.decay == "cosine":
+      cosine = 0.5 * (1 + jnp.cos(jnp.pi * jnp.minimum(t, steps) * per_step))
+      return peak * (one_minus_factor * cosine**1.0 + factor)
+    if cfg.decay == "linear":
+      frac = 1 - jnp.clip(t, 0, steps) * per_step
+      return peak_minus_end * frac**1 + end
+    if cfg.decay == "rsqrt":
+      return peak * jnp.sqrt(start / (t + start))
+    return peak
+
+  def schedule(count):  # jnp inside only: built on the host, it compiles nothing
+    count = jnp.asarray(count).astype(jnp.float32)  # exact below 2**24 steps
+    warming = (0.0 - peak) * (1 - jnp.clip(count, 0, warmup) * per_warmup_step)**1 + peak
+    return jnp.where(count < warmup, warming, decay(count - warmup))
+
+  return schedule
 
 
 SCHEDULED_SAMPLING = ("none", "constant", "linear", "exponential", "inverse_sigmoid")
@@ -62,9 +95,10 @@ def gold_probability(ss, step: int) -> float:
   return 1.0
 
 
-def make_optimizer(cfg) -> optax.GradientTransformation:
-  """Adam or AdamW on the schedule, after global-norm clipping."""
-  schedule = learning_rate_schedule(cfg)
+def make_optimizer(cfg, values=None) -> optax.GradientTransformation:
+  """Adam or AdamW on the schedule (`learning_rate_schedule(cfg, values)`),
+  after global-norm clipping."""
+  schedule = learning_rate_schedule(cfg, values)
   if cfg.optimizer == "adamw":
     opt = optax.adamw(schedule, weight_decay=cfg.weight_decay)
   else:
@@ -216,7 +250,8 @@ def micro_batches(batch: dict, k: int) -> dict:
 def train_step(state: TrainState, batch: dict, dropout_rng: Array, label_smoothing: float = 0.0,
                gold_prob: Any = None, sample_predictions: bool = False, *,
                grad_accum_steps: int = 1, precision: str = "float32",
-               axis_name: Optional[str] = None, learning_rate_fn=None):
+               axis_name: Optional[str] = None, tx: Optional[optax.GradientTransformation] = None,
+               learning_rate_fn=None):
   """One optimizer step -> (new state, metric sums).
 
   Dropout's key is `fold_in(dropout_rng, step)`, a function of the step alone,
@@ -237,6 +272,9 @@ def train_step(state: TrainState, batch: dict, dropout_rng: Array, label_smoothi
     precision: "bfloat16" / "float16" run the model on parameters cast to
       that dtype; the parameters, gradients, optimizer state and loss stay
       float32. "float16" also scales the loss (`DynamicScaleState`).
+    tx: the optimizer to apply, in place of `state.tx` (the one the state
+      was created with; the same transformation, so the same `opt_state`
+      layout, but with its schedule's numbers traced: `step_function`).
     learning_rate_fn: the optimizer's schedule; when given, the metrics
       report the step's rate as `learning_rate` (so reporting it costs no
       program of its own).
@@ -292,12 +330,14 @@ def train_step(state: TrainState, batch: dict, dropout_rng: Array, label_smoothi
     grads, metrics = jax.lax.psum((grads, metrics), axis_name)
     if gold_prob is not None:
       metrics["gold_fraction"] = metrics["gold_fraction"] / jax.lax.psum(1, axis_name)
+  stepping = state if tx is None else state.replace(tx=tx)
   if scale is None:
-    new_state = state.apply_gradients(grads=grads)
+    new_state = stepping.apply_gradients(grads=grads)
   else:
     grads = jax.tree.map(lambda g: g / scale, grads)
-    new_state = state.apply_scaled_gradients(grads)
+    new_state = stepping.apply_scaled_gradients(grads)
     metrics["loss_scale"] = scale
+  new_state = new_state.replace(tx=state.tx)
   metrics["grad_norm"] = optax.tree.norm(grads)
   if learning_rate_fn is not None:
     metrics["learning_rate"] = jnp.asarray(learning_rate_fn(state.step), jnp.float32)
@@ -337,21 +377,34 @@ def eval_step(apply_fn, params: Any, batch: dict) -> dict:
 def step_function(label_smoothing: float = 0.0, scheduled_sampling: bool = False,
                   sample_predictions: bool = False, grad_accum_steps: int = 1,
                   precision: str = "float32", axis_name: Optional[str] = None,
-                  learning_rate_fn=None):
+                  train_cfg=None):
   """`train_step` with the run's settings bound:
-  step(state, batch, dropout_rng, gold_prob) -> (state, metrics)."""
-  settings = dict(grad_accum_steps=grad_accum_steps, precision=precision, axis_name=axis_name,
-                  learning_rate_fn=learning_rate_fn)
+  step(state, batch, dropout_rng, gold_prob, schedule) -> (state, metrics).
+
+  With `train_cfg` (config.train), the step applies `make_optimizer(train_cfg,
+  schedule)`, `schedule` being the `schedule_values` array passed at each
+  call, and reports the step's learning rate; the optimizer's kind, clipping
+  and decay shape are compiled in, its numbers are not. Without it, the
+  state's own optimizer applies and `schedule` is None."""
+  settings = dict(grad_accum_steps=grad_accum_steps, precision=precision, axis_name=axis_name)
+
+  def optimizer(schedule):
+    if train_cfg is None:
+      return {}
+    return {"tx": make_optimizer(train_cfg, schedule),
+            "learning_rate_fn": learning_rate_schedule(train_cfg, schedule)}
+
   if scheduled_sampling:
     # gold_prob is an argument, not a constant: its change over training
     # recompiles nothing.
-    def step(state, batch, dropout_rng, gold_prob):
+    def step(state, batch, dropout_rng, gold_prob, schedule=None):
       return train_step(state, batch, dropout_rng, label_smoothing, gold_prob,
-                        sample_predictions, **settings)
+                        sample_predictions, **settings, **optimizer(schedule))
   else:
-    def step(state, batch, dropout_rng, gold_prob=None):
+    def step(state, batch, dropout_rng, gold_prob=None, schedule=None):
       del gold_prob
-      return train_step(state, batch, dropout_rng, label_smoothing, **settings)
+      return train_step(state, batch, dropout_rng, label_smoothing, **settings,
+                        **optimizer(schedule))
 
   step.__name__ = "train_step"
   return step

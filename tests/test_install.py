@@ -28,7 +28,7 @@ rows = [(rng.integers(4, 12, 5), rng.integers(4, 10, 3), i) for i in range(4)]
 batch = {k: v for k, v in batching.fill_batch((8, 6), 4, rows).items() if k in batching.MODEL_KEYS}
 engine = parallel.DataParallel("jit")
 state = engine.init_state(model, config.train, jax.random.key(0), batch)
-step = engine.train_step(learning_rate_fn=lambda count: 1e-2)
+step = engine.train_step(train_cfg=config.train)
 state, metrics = step(state, engine.put_batch(batch), jax.random.key(1))
 out = decoding.jit_decode(model, 6)(engine.local_params(state), batch["src"], batch["src_len"])
 print(json.dumps({"file": seq2seq_jax.__file__, "step": int(state.step),

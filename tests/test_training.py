@@ -1,5 +1,7 @@
 """Loss, schedules and the train step."""
 
+import importlib
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -103,6 +105,63 @@ def test_schedule_warmup_then_decay(decay):
   np.testing.assert_allclose(float(lr(110)), end, rtol=1e-5)
   values = [float(lr(s)) for s in range(10, 111, 10)]
   assert all(b <= a + 1e-12 for a, b in zip(values, values[1:]))
+
+
+def optax_schedule(cfg):
+  """The reference: the schedule built from optax's own functions."""
+  peak, warmup = cfg.learning_rate, cfg.warmup_steps
+  steps = max(cfg.num_steps - warmup, 1)
+  decay = {"cosine": lambda: optax.cosine_decay_schedule(peak, steps, alpha=cfg.end_lr_factor),
+           "linear": lambda: optax.linear_schedule(peak, peak * cfg.end_lr_factor, steps),
+           "rsqrt": lambda: lambda count: peak * jnp.sqrt(max(warmup, 1) / (count + max(warmup, 1))),
+           "constant": lambda: optax.constant_schedule(peak)}[cfg.decay]()
+  if warmup == 0:
+    return decay
+  return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
+
+
+SHIPPED = [importlib.import_module(f"configs.{name}").get_config().train
+           for name in ("default", "reference", "transformer", "transformer_base", "g2p_bahdanau")]
+SYNTHETIC = [ml_collections.ConfigDict(dict(learning_rate=3e-3, warmup_steps=w, num_steps=333,
+                                            end_lr_factor=0.07, decay=d))
+             for d in ("cosine", "linear", "rsqrt", "constant") for w in (0, 7)]
+
+
+@pytest.mark.parametrize("cfg", SHIPPED + SYNTHETIC,
+                         ids=lambda c: f"{c.decay}-{c.num_steps}-{c.warmup_steps}")
+def test_compiled_rates_equal_optaxs(cfg):
+  """Inside a program, with the schedule's numbers as an argument, every
+  step's rate is the one optax's schedule gives with them as constants (on
+  jaxlib 0.10 the same float, bit for bit; the tolerance is one rounding)."""
+  counts = jnp.arange(cfg.num_steps + 5, dtype=jnp.int32)
+  ours = jax.jit(lambda c, v: jax.vmap(training.learning_rate_schedule(cfg, v))(c))(
+      counts, training.schedule_values(cfg))
+  reference = jax.jit(jax.vmap(lambda c: jnp.asarray(optax_schedule(cfg)(c), jnp.float32)))(counts)
+  np.testing.assert_allclose(np.asarray(ours), np.asarray(reference), rtol=2e-7, atol=0)
+
+
+def test_the_schedule_is_an_argument_of_the_step_not_a_constant():
+  """Two schedules, one program: the step compiled for one config's rates
+  is the step of any other that changes only its schedule's numbers. And
+  applying the optimizer rebuilt from those numbers is applying the one the
+  state was created with."""
+  model, cfg, batch = worker_module.tiny_parts(batch_size=8)
+  other = ml_collections.ConfigDict(cfg.to_dict())
+  other.update(learning_rate=3e-3, warmup_steps=5, num_steps=50, end_lr_factor=0.5)
+  state = init_state(model, cfg, jax.random.key(0), batch)
+  lowered = [jax.jit(training.step_function(train_cfg=c)).lower(
+      state, batch, jax.random.key(1), None, training.schedule_values(c)).as_text()
+      for c in (cfg, other)]
+  assert lowered[0] == lowered[1]
+  params = jax.device_get(state.params)
+  rebuilt, m = compiled_step(train_cfg=cfg)(state, batch, jax.random.key(1))
+  own, _ = compiled_step()(init_state(model, cfg, jax.random.key(0), batch), batch,
+                           jax.random.key(1))
+  for a, b, p in zip(jax.tree.leaves(rebuilt.params), jax.tree.leaves(own.params),
+                     jax.tree.leaves(params)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert not np.allclose(a, p)  # and the step did move them
+  assert float(m["learning_rate"]) == pytest.approx(cfg.learning_rate)
 
 
 def reverse_batch(rows):
