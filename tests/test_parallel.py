@@ -60,7 +60,10 @@ def test_checkpoint_saved_on_n_devices_continues_on_m(tmp_path):
   for name, r in out.items():
     assert r["step"] == 4, name
     assert r["restored_on"] == int(name.split("->")[1][0]), name  # on the new mesh
-    assert r["param_diff"] < 1e-5 and r["opt_diff"] < 1e-5, (name, r)
+    # Sharded gradient sums add in another order; Adam's m / sqrt(v) magnifies
+    # that where v is tiny (4e-6 to 1.1e-5 measured, depending on the init
+    # draw). A wrong restore moves parameters by about the rate, 1e-2.
+    assert r["param_diff"] < 5e-5 and r["opt_diff"] < 1e-5, (name, r)
 
 
 def _free_port() -> int:
