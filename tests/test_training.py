@@ -132,12 +132,13 @@ SYNTHETIC = [ml_collections.ConfigDict(dict(learning_rate=3e-3, warmup_steps=w, 
 def test_compiled_rates_equal_optaxs(cfg):
   """Inside a program, with the schedule's numbers as an argument, every
   step's rate is the one optax's schedule gives with them as constants (on
-  jaxlib 0.10 the same float, bit for bit; the tolerance is one rounding)."""
+  jaxlib 0.10 on this Xeon the same float, bit for bit; the tolerance allows a
+  few roundings, for other CPUs' code)."""
   counts = jnp.arange(cfg.num_steps + 5, dtype=jnp.int32)
   ours = jax.jit(lambda c, v: jax.vmap(training.learning_rate_schedule(cfg, v))(c))(
       counts, training.schedule_values(cfg))
   reference = jax.jit(jax.vmap(lambda c: jnp.asarray(optax_schedule(cfg)(c), jnp.float32)))(counts)
-  np.testing.assert_allclose(np.asarray(ours), np.asarray(reference), rtol=2e-7, atol=0)
+  np.testing.assert_allclose(np.asarray(ours), np.asarray(reference), rtol=1e-6, atol=0)
 
 
 def test_the_schedule_is_an_argument_of_the_step_not_a_constant():
