@@ -1,8 +1,9 @@
 """Orbax checkpoints of the train state, saved asynchronously.
 
 A checkpoint holds the parameters, the optimizer state and the step (and
-float16's loss scale), plus a small JSON `meta` (the model fields it was
-trained with). Nothing else is needed to resume exactly: the data order,
+float16's loss scale; with train.ema_decay, `params` is the moving average
+and the trained parameters are `raw_params`), plus a small JSON `meta` (the
+model fields it was trained with). Nothing else is needed to resume exactly: the data order,
 dropout keys and learning rate are all functions of the step.
 
 Every process of a multi-process run calls `save` and `restore` (Orbax
@@ -34,10 +35,26 @@ from seq2seq_jax.training import DynamicScaleState
 
 
 def _trainable(state) -> dict:
-  out = {"params": state.params, "opt_state": state.opt_state, "step": state.step}
+  """What a checkpoint holds. `params` are always the parameters to use
+  (`state.eval_params`): with train.ema_decay, the moving average, and the
+  trained parameters go under `raw_params`. So inference, `restore_params`
+  and keep_best read one name whatever the run did."""
+  average = getattr(state, "ema_params", None)  # None also for Flax's own TrainState
+  out = {"params": state.params if average is None else average,
+         "opt_state": state.opt_state, "step": state.step}
+  if average is not None:
+    out["raw_params"] = state.params
   if isinstance(state, DynamicScaleState):  # float16: the loss scale resumes too
     out.update(loss_scale=state.loss_scale, good_steps=state.good_steps)
   return out
+
+
+def _from_trainable(state, saved: dict):
+  """`state` with the arrays of a checkpoint (`_trainable`'s layout)."""
+  saved = dict(saved)
+  if "raw_params" in saved:
+    saved["ema_params"], saved["params"] = saved["params"], saved.pop("raw_params")
+  return state.replace(**saved)
 
 
 class Checkpoints:
@@ -147,7 +164,7 @@ class Checkpoints:
           "the damaged checkpoints to resume from older ones")
     if failures:
       self._set_aside(failures, s)
-    return state.replace(**restored["state"])
+    return _from_trainable(state, restored["state"])
 
   def _undecided(self, step: int, outcomes, error) -> CheckpointError:
     """The error of a process whose restore of `step` ended as all did not."""

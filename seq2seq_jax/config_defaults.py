@@ -106,6 +106,7 @@ def get_config() -> ml_collections.ConfigDict:
   train.eval_every = 400  # Steps between validation runs (and at the end).
   train.checkpoint_every = 400  # Steps between checkpoints (and at the end).
   train.keep_checkpoints = 3  # Checkpoints kept on disk (the newest).
+  train.ema_decay = 0.0  # Exponential moving average of the parameters (Polyak averaging), e.g. 0.999; 0 = off. Evaluation, checkpoints, translate and evaluate use the average.
   train.keep_best = False  # Also keep the parameters of the best validation (exact match, then loss) in <workdir>/best; the test split, translate and evaluate then use them.
   train.nonfinite = "skip"  # A step with a NaN/inf loss or gradient changes no parameter; then "skip" (warn, carry on) or "stop" (exit, keeping the last good checkpoint).
   train.progress_bar = True  # tqdm progress bar with loss and tokens/s.

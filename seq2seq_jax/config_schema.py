@@ -176,6 +176,7 @@ SCHEMA: dict[str, Callable] = {
     "train.eval_every": integer(1),
     "train.checkpoint_every": integer(1),
     "train.keep_checkpoints": integer(1),
+    "train.ema_decay": number(0.0, 1.0, hi_open=True),
     "train.keep_best": boolean,
     "train.nonfinite": one_of("skip", "stop"),
     "train.progress_bar": boolean,

@@ -154,9 +154,10 @@ class DataParallel:
     return jax.tree.map(unstack, state)
 
   def eval_params(self, state):
-    """The training-layout state's parameters on this process's first device."""
+    """The training-layout state's parameters to evaluate (`eval_params`: the
+    moving average with train.ema_decay) on this process's first device."""
     if self.strategy == "pmap":
-      return jax.tree.map(lambda x: x[0], state.params)
+      return jax.tree.map(lambda x: x[0], state.eval_params)
     return self.local_params(state)
 
   @staticmethod
@@ -169,9 +170,10 @@ class DataParallel:
 
   @staticmethod
   def local_params(state):
-    """The host-layout state's parameters on this process's first device:
-    evaluation and decoding run there, with no collectives."""
-    return jax.tree.map(lambda x: x.addressable_data(0), state.params)
+    """The host-layout state's parameters to evaluate (`eval_params`) on
+    this process's first device: evaluation and decoding run there, with no
+    collectives."""
+    return jax.tree.map(lambda x: x.addressable_data(0), state.eval_params)
 
   def describe(self) -> str:
     """"" on one device; else the devices, processes and strategy."""

@@ -34,6 +34,7 @@ class Run:
                rows: Optional[slice] = None):
     """rows: the rows of each global training batch this process reads
     (`parallel.process_rows`; default all of them)."""
+    self.started = time.time()  # train, valid and test records give the seconds since
     config_schema.validate(config)
     self.config = config
     self.workdir = os.path.abspath(workdir)
@@ -74,7 +75,18 @@ class Run:
       decoding.check_positions(self.model, width, f"{what} ({width} tokens)")
 
   def _check_compatible(self):
-    saved = Checkpoints(self.ckpt_dir).read_meta().get("model_fields")
+    meta = Checkpoints(self.ckpt_dir).read_meta()
+    # A checkpoint with a moving average holds one more set of parameters;
+    # restoring across that change would fail like a damaged file.
+    averaged, averaging = bool(meta.get("moving_average", False)), self.config.train.ema_decay > 0
+    if meta and averaged != averaging:
+      raise CheckpointError(
+          f"{self.workdir} holds checkpoints trained "
+          + ("with" if averaged else "without") + " a moving average of the parameters "
+          f"(train.ema_decay {'> 0' if averaged else '= 0'}), and this config has "
+          f"train.ema_decay={self.config.train.ema_decay}; resume with the setting the run "
+          "started with, or use another --workdir")
+    saved = meta.get("model_fields")
     if saved is None:
       return
     current = json.loads(json.dumps(config_schema.model_fields(self.config)))
@@ -295,7 +307,8 @@ def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optio
     print(format_data_report(report), flush=True)
     writer.write(start_step, "data", report)
   state = engine.to_device(state)
-  meta = {"model_fields": config_schema.model_fields(config)}
+  meta = {"model_fields": config_schema.model_fields(config),
+          "moving_average": cfg.ema_decay > 0}
 
   pbar = None
   if cfg.progress_bar and main:
@@ -341,6 +354,7 @@ def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optio
       values["steps_per_second"] = (done - last_step) / elapsed
       values["input_wait_share"] = min(waited / elapsed, 1.0)  # of the training time
       values["target_tokens_per_second"] = sums["weight_sum"] / elapsed
+      values["elapsed_seconds"] = time.time() - run.started
       last_time, last_step, paused, waited = time.time(), done, 0.0, 0.0
       writer.write(done, "train", values)
       if pbar is not None:
@@ -381,6 +395,7 @@ def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optio
 
 def _periodic_eval(run: Run, evaluator: evaluation.Evaluator, writer: MetricWriter, params, step: int):
   values, _ = evaluator(params, "valid", run.config.eval.num_decode_examples)
+  values["elapsed_seconds"] = time.time() - run.started
   writer.write(step, "valid", values)
   logging.info("step %d valid: %s", step, values)
   _plot(run, evaluator, writer, params, step)
@@ -406,6 +421,7 @@ def _final_eval(run: Run, evaluator: evaluation.Evaluator, writer: MetricWriter,
   values["train_step_compilations"] = train_step.compilations()
   values["train_bucket_shapes"] = len(run.train_batches.batch_shapes())
   values["compilations_total"] = compile_ahead.compilations()
+  values["elapsed_seconds"] = time.time() - run.started
   writer.write(step, "test", values)
   samples_path = os.path.join(run.workdir, "samples.txt")
   with open(samples_path, "w", encoding="utf-8") as f:

@@ -15,10 +15,48 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import struct
 from flax.training import train_state
 
 Array = jax.Array
-TrainState = train_state.TrainState
+
+
+def ema_decay_at(decay, step):
+  """The decay of the parameters' moving average at update `step` (0 for
+  the first): min(decay, (1 + step) / (10 + step)). The ramp lets the
+  average forget the random initialization within the first few hundred
+  updates whatever the decay (TensorFlow's `num_updates` rule)."""
+  step = jnp.asarray(step).astype(jnp.float32)
+  return jnp.minimum(jnp.float32(decay), (1.0 + step) / (10.0 + step))
+
+
+class TrainState(train_state.TrainState):
+  """Flax's train state, plus an exponential moving average of the
+  parameters (Polyak averaging) when `ema_decay` > 0 (config.train.ema_decay):
+
+    ema <- d * ema + (1 - d) * params, after each update, d = `ema_decay_at`.
+
+  `params` are what the optimizer updates; `ema_params` (None without the
+  average) are what evaluation, checkpoints' `params`, translate and
+  evaluate use. The decay is compiled into the step; a checkpoint does not
+  hold it, so a run may resume with another.
+  """
+  ema_params: Any = None
+  ema_decay: float = struct.field(pytree_node=False, default=0.0)
+
+  def apply_gradients(self, *, grads, **kwargs):
+    new = super().apply_gradients(grads=grads, **kwargs)
+    if self.ema_params is None:
+      return new
+    d = ema_decay_at(self.ema_decay, self.step)
+    return new.replace(ema_params=jax.tree.map(
+        lambda e, p: e + (1.0 - d) * (p - e), self.ema_params, new.params))
+
+  @property
+  def eval_params(self):
+    """The parameters to evaluate, decode and export: the moving average
+    when there is one, else the trained parameters."""
+    return self.params if self.ema_params is None else self.ema_params
 
 
 def schedule_values(cfg) -> np.ndarray:
@@ -133,6 +171,7 @@ class DynamicScaleState(TrainState):
                       jnp.maximum(self.loss_scale / 2, 1.0))
     return new.replace(params=keep(new.params, self.params),
                        opt_state=keep(new.opt_state, self.opt_state),
+                       ema_params=keep(new.ema_params, self.ema_params),
                        loss_scale=scale, good_steps=jnp.where(grow, 0, good))
 
 
@@ -140,17 +179,22 @@ def _initializer(model: nn.Module, cfg, sharding, from_seed: bool):
   """The jit-compiled start of a run (see `create_train_state`)."""
   tx = make_optimizer(cfg)
   float16 = cfg.get("precision", "float32") == "float16"
+  ema_decay = float(cfg.get("ema_decay", 0.0))
 
   def fresh_state(rng, src, src_len, tgt_in):
     params_rng, dropout_rng = jax.random.split(rng)
     params = model.init({"params": params_rng, "dropout": dropout_rng},
                         src, src_len, tgt_in, train=False)["params"]
+    extra = {}
+    if ema_decay > 0:  # the average starts at the initial parameters
+      extra = dict(ema_params=jax.tree.map(jnp.copy, params), ema_decay=ema_decay)
     if float16:
       state = DynamicScaleState.create(
           apply_fn=model.apply, params=params, tx=tx,
-          loss_scale=jnp.asarray(2.0 ** 15, jnp.float32), good_steps=jnp.zeros((), jnp.int32))
+          loss_scale=jnp.asarray(2.0 ** 15, jnp.float32), good_steps=jnp.zeros((), jnp.int32),
+          **extra)
     else:
-      state = TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+      state = TrainState.create(apply_fn=model.apply, params=params, tx=tx, **extra)
     # An int32 array from the start (not Python's 0), so the first step and
     # all later ones share one compiled train step per batch shape.
     return state.replace(step=jnp.zeros((), jnp.int32))

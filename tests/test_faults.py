@@ -667,6 +667,22 @@ def test_resume_refuses_a_change_to_the_trained_function(tmp_path, six_steps, fi
   assert listing(workdir) == before
 
 
+def test_resume_refuses_to_start_a_moving_average_midway(tmp_path, six_steps):
+  """Checkpoints without `raw_params` cannot resume a run with
+  train.ema_decay (nor the reverse, tested with the average): one message,
+  nothing touched, rather than a restore failure taken for damage."""
+  workdir = str(tmp_path / "w")
+  shutil.copytree(six_steps, workdir)
+  before = listing(workdir)
+  with pytest.raises(CheckpointError) as raised:
+    trainer.train_and_evaluate(tiny(**{"train.ema_decay": 0.999}), workdir)
+  assert str(raised.value) == (
+      f"{workdir} holds checkpoints trained without a moving average of the parameters "
+      "(train.ema_decay = 0), and this config has train.ema_decay=0.999; resume with the "
+      "setting the run started with, or use another --workdir")
+  assert listing(workdir) == before
+
+
 def conflicts(saved: dict, current: dict) -> list:
   """resume_conflicts between two tiny configs, each with `saved` / `current`
   overrides."""

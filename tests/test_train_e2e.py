@@ -141,6 +141,46 @@ def test_resume_gives_identical_parameters(tmp_path):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+def test_a_run_with_a_moving_average_evaluates_saves_and_resumes_with_it(tmp_path):
+  """train.ema_decay: the test split is scored with the average; checkpoints
+  hold it as `params` (what translate and evaluate read) and the trained
+  parameters as `raw_params`, and both come back on resume. A resume that
+  turns the average on or off is refused before anything is touched."""
+  from seq2seq_jax import training
+  from seq2seq_jax.checkpoints import restore_params
+  config = tiny_config.get_config()
+  config.train.update(num_steps=4, eval_every=100, checkpoint_every=100, ema_decay=0.5)
+  config.eval.num_attention_plots = 0
+  workdir = str(tmp_path / "w")
+  values = trainer.train_and_evaluate(copy.deepcopy(config), workdir)
+  run = trainer.Run(copy.deepcopy(config), workdir)
+  first = evaluation.model_batch(run.train_batches.batch_at(0))
+  state = Checkpoints(run.ckpt_dir).restore(
+      training.create_train_state(run.model, config.train, jax.random.key(0), first))
+  assert int(state.step) == 4 and state.ema_decay == 0.5
+  assert max(float(np.abs(a - b).max()) for a, b in zip(
+      jax.tree.leaves(state.params), jax.tree.leaves(state.ema_params))) > 1e-4
+  saved, _ = restore_params(run.ckpt_dir, jax.eval_shape(lambda: state.params))
+  for a, b in zip(jax.tree.leaves(saved), jax.tree.leaves(state.ema_params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+  evaluate = training.jit_eval_step(run.model.apply)
+
+  def test_loss(params):  # teacher-forced, over the whole test split
+    sums = [evaluate(params, evaluation.model_batch(b))
+            for b in run.held_out["test"].batches.iterate_epoch()]
+    return training.summarize({k: sum(float(s[k]) for s in sums) for k in sums[0]})["loss"]
+
+  assert values["loss"] == pytest.approx(test_loss(state.ema_params), rel=1e-5)
+  assert values["loss"] != pytest.approx(test_loss(state.params), rel=1e-3)
+  before = sorted(os.listdir(run.ckpt_dir))
+  with pytest.raises(CheckpointError, match=r"holds checkpoints trained with a moving average .*"
+                                            r"train.ema_decay=0.0; resume with the setting"):
+    config.train.update(ema_decay=0.0, num_steps=6)
+    trainer.train_and_evaluate(copy.deepcopy(config), workdir)
+  assert sorted(os.listdir(run.ckpt_dir)) == before
+
+
 def test_every_test_example_is_scored_when_training_drops_long_ones(tmp_path):
   """data.too_long applies to training only: evaluation pads to a wider
   bucket and scores the whole valid and test split."""

@@ -262,3 +262,32 @@ def test_nonfinite_step_changes_nothing_but_the_step(precision):
   assert any("count" in jax.tree_util.keystr(path) for path, _ in leaves)
   for (path, a), b in zip(leaves, jax.tree.leaves(after.replace(step=0))):
     np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
+
+
+def test_moving_average_of_the_parameters_follows_its_recurrence():
+  """train.ema_decay: after update t (from 0), ema <- d ema + (1 - d) params
+  with d = min(decay, (1 + t) / (10 + t)), checked in NumPy over 3 updates
+  (the ramp binds at first, then the decay). Averaging changes nothing in
+  training: the trained parameters are those of a run without it."""
+  model, cfg, batch = worker_module.tiny_parts(batch_size=8)
+  averaged = ml_collections.ConfigDict(cfg.to_dict())
+  averaged.ema_decay = 0.15
+  step = compiled_step()
+  plain = init_state(model, cfg, jax.random.key(0), batch)
+  state = init_state(model, averaged, jax.random.key(0), batch)
+  assert plain.ema_params is None and plain.eval_params is plain.params
+  ema = [np.asarray(x, np.float64) for x in jax.tree.leaves(jax.device_get(state.params))]
+  for a, b in zip(ema, jax.tree.leaves(jax.device_get(state.ema_params))):
+    np.testing.assert_array_equal(a, b)  # the average starts at the initial parameters
+  for t, d in enumerate([0.1, 0.15, 0.15]):
+    assert float(training.ema_decay_at(0.15, t)) == pytest.approx(d)
+    plain, _ = step(plain, batch, jax.random.key(1))
+    state, _ = step(state, batch, jax.random.key(1))
+    params = jax.tree.leaves(jax.device_get(state.params))
+    for a, b in zip(params, jax.tree.leaves(jax.device_get(plain.params))):
+      np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8)
+    ema = [d * e + (1 - d) * np.asarray(p, np.float64) for e, p in zip(ema, params)]
+    for want, got in zip(ema, jax.tree.leaves(jax.device_get(state.ema_params))):
+      np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    assert max(float(np.abs(e - p).max()) for e, p in zip(ema, params)) > 1e-4  # not the params
+  assert state.eval_params is state.ema_params and int(state.step) == 3
