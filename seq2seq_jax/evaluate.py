@@ -20,6 +20,9 @@ from seq2seq_jax.cli import fail, write_json
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "runs/default", "A workdir written by train.py.")
+flags.DEFINE_list("ensemble", [], "More workdirs, with the same tokenizers, decoded together "
+                  "with --workdir as one ensemble (mean log-probabilities at each step); "
+                  "the split comes from --workdir's config.")
 flags.DEFINE_integer("step", None, "Checkpoint step (default: the best validation's if "
                      "train.keep_best kept it, else the newest).")
 flags.DEFINE_enum("split", "test", ["valid", "test"], "Which held-out split to decode.")
@@ -34,7 +37,7 @@ flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
 
 def evaluate_decoders(workdir: str, split: str = "test", beam_sizes=(1, 4), alpha: float = 0.6,
                       penalty: str = "gnmt", step=None, batch_size: int = 0,
-                      repeats: int = 3) -> dict:
+                      repeats: int = 3, ensemble=()) -> dict:
   """Decodes `split` of a trained workdir with each beam size.
 
   Returns {"step", "split", "examples" (distinct sources scored), "results":
@@ -42,15 +45,17 @@ def evaluate_decoders(workdir: str, split: str = "test", beam_sizes=(1, 4), alph
   "sentences_per_s", "tokens_per_s", "compile_s", "decode_s"}],
   "bleu_signature", "chrf_signature"}. Throughput counts every example
   decoded (a source with several references is in the batches once per pair).
+  ensemble: more workdirs decoded together with `workdir`
+  (`inference.load_ensemble`).
   """
   import jax
   import numpy as np
 
   from seq2seq_jax import decoding, evaluation
   from seq2seq_jax.data import sources
-  from seq2seq_jax.inference import load_workdir
+  from seq2seq_jax.inference import load_ensemble
 
-  trained = load_workdir(workdir, step)
+  trained = load_ensemble([workdir, *ensemble], step)
   config = trained.config
   # Only the scored split is read: no training batches, no pass over a
   # streamed training corpus.
@@ -104,10 +109,12 @@ def main(argv):
   from seq2seq_jax.errors import UserError
   try:
     out = evaluate_decoders(FLAGS.workdir, FLAGS.split, beams, FLAGS.alpha, FLAGS.length_penalty,
-                            FLAGS.step, FLAGS.batch_size, FLAGS.repeats)
+                            FLAGS.step, FLAGS.batch_size, FLAGS.repeats, FLAGS.ensemble)
   except UserError as e:
     fail(str(e))
-  print(f"{FLAGS.workdir} step {out['step']}, {out['split']} split, {out['examples']} examples")
+  together = f" ensembled with {', '.join(FLAGS.ensemble)}" if FLAGS.ensemble else ""
+  print(f"{FLAGS.workdir} step {out['step']}{together}, {out['split']} split, "
+        f"{out['examples']} examples")
   g2p = "wer" in out["results"][0]
   print(f"{'beam':>4}  {'exact match':>11}  " + (f"{'WER':>7}  {'PER':>7}  " if g2p else "")
         + f"{'BLEU':>6}  {'chrF':>6}  {'sent/s':>8}  {'tok/s':>9}  {'compile s':>9}")

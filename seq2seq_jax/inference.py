@@ -2,6 +2,7 @@
 
   trained = load_workdir("runs/default")
   out = trained.translate(["tuesday, march 3 2020"])
+  ensemble = load_ensemble(["runs/a", "runs/b"])  # decoded as one model
 
 Only what inference needs is read; nothing in the workdir is written.
 """
@@ -152,3 +153,35 @@ def load_workdir(workdir: str, step: Optional[int] = None) -> Trained:
     ckpt_dir = best_dir
   params, step = restore_params(ckpt_dir, parallel.DataParallel.eval_params_shape(shapes), step)
   return Trained(config, src_tok, tgt_tok, model, params, step)
+
+
+def load_ensemble(workdirs: Sequence[str], step: Optional[int] = None) -> Trained:
+  """Several workdirs as one `Trained` whose model is their `Ensemble`
+  (each step's mean log-probabilities; see models/ensemble.py): the first
+  workdir's config and tokenizers, each workdir's parameters as
+  `load_workdir` picks them (`step` applies to all). One workdir is just
+  `load_workdir`. The workdirs must share their tokenizers, since the
+  members' log-probabilities are added token by token: anything else is
+  one CheckpointError naming the two workdirs."""
+  if len(workdirs) == 1:
+    return load_workdir(workdirs[0], step)
+  for workdir in workdirs[1:]:  # checked before any parameters are read
+    for side in ("src", "tgt"):
+      paths = [os.path.join(os.path.abspath(w), f"{side}_tokenizer.json")
+               for w in (workdirs[0], workdir)]
+      if not all(os.path.isfile(p) for p in paths):
+        continue  # not a workdir: load_workdir below says so
+      saved = []
+      for path in paths:
+        with open(path, encoding="utf-8") as f:
+          saved.append(json.load(f))
+      if saved[0] != saved[1]:
+        raise CheckpointError(
+            f"cannot decode {workdirs[0]} and {workdir} as one ensemble: their "
+            f"{'source' if side == 'src' else 'target'} tokenizers differ ({paths[0]} against "
+            f"{paths[1]}); an ensemble adds log-probabilities token by token")
+  members = [load_workdir(w, step) for w in workdirs]
+  first = members[0]
+  model = models.Ensemble(tuple(m.model for m in members))
+  params = {f"members_{i}": m.params for i, m in enumerate(members)}
+  return Trained(first.config, first.src_tok, first.tgt_tok, model, params, first.step)

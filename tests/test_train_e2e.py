@@ -327,6 +327,44 @@ def test_evaluate_rescores_the_test_split_like_the_run(trained):
   assert greedy["sentences_per_s"] > 0 and greedy["compile_s"] > 0
 
 
+def test_an_ensemble_of_workdirs_decodes_as_one_model(trained, tmp_path):
+  """`load_ensemble` and `evaluate --ensemble`: a workdir ensembled with
+  itself decodes exactly as it does alone (the mean of equal log-softmaxes
+  is the log-softmax); workdirs whose tokenizers differ are one clear
+  error, exit 2 from the command, before anything is decoded."""
+  import shutil
+
+  from seq2seq_jax import models
+  from seq2seq_jax.data import tokenizers
+  from seq2seq_jax.evaluate import evaluate_decoders
+  from seq2seq_jax.inference import load_ensemble, load_workdir
+  workdir, _ = trained
+  alone, both = load_workdir(workdir), load_ensemble([workdir, workdir])
+  assert isinstance(both.model, models.Ensemble) and both.step == alone.step
+  with open(os.path.join(workdir, "samples.txt"), encoding="utf-8") as f:
+    lines = [line.split("\t")[0] for line in f][1:6]
+  for beam in (1, 2):
+    assert ([o["hypothesis"] for o in both.translate(lines, beam_size=beam)]
+            == [o["hypothesis"] for o in alone.translate(lines, beam_size=beam)])
+  logged = read_metrics(workdir, "test")[-1]
+  out = evaluate_decoders(workdir, "test", beam_sizes=(1,), repeats=1, ensemble=[workdir])
+  assert out["examples"] == logged["decoded_examples"]
+  assert out["results"][0]["exact_match"] == logged["exact_match"]
+
+  other = str(tmp_path / "other")
+  shutil.copytree(workdir, other)
+  tokenizers.make_tokenizer("char", ["xyz"]).save(os.path.join(other, "tgt_tokenizer.json"))
+  with pytest.raises(CheckpointError, match="their target tokenizers differ"):
+    load_ensemble([workdir, other])
+  proc = subprocess.run([sys.executable, "-m", "seq2seq_jax.evaluate", f"--workdir={workdir}",
+                         f"--ensemble={other}", "--beam_sizes=1", "--repeats=1"],
+                        cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True,
+                        text=True, timeout=600)
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr
+  assert proc.stderr.strip().splitlines()[-1].startswith(f"error: cannot decode {workdir} and "
+                                                         f"{other} as one ensemble")
+
+
 @pytest.fixture(scope="module")
 def transformer_workdir(tmp_path_factory):
   """An untrained Transformer with 16 positions, written as train.py writes a

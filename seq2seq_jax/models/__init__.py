@@ -8,6 +8,7 @@ from typing import Callable
 
 import flax.linen as nn
 
+from seq2seq_jax.models.ensemble import Ensemble  # noqa: F401  (several trained models as one)
 from seq2seq_jax.models.rnn_seq2seq import RNNSeq2Seq
 from seq2seq_jax.models.transformer import Transformer
 
