@@ -54,6 +54,7 @@ def get_config() -> ml_collections.ConfigDict:
   model.dropout = 0.0  # Dropout on embeddings, between stacked layers and on sublayer outputs.
   model.scan_unroll = 1  # Recurrent models: time steps per loop iteration of the scans (lax.scan unroll); same results, speed only.
   model.recurrence = "custom_vjp"  # Recurrent layers' backward pass: "custom_vjp" (hand-written, weight gradients after the loop) or "scan" (JAX's autodiff of the scan, the reference); same results, speed only.
+  model.ensemble_size = 1  # Train this many models of this config at once (own initialization and dropout, same batches) and decode them as one ensemble (mean log-probabilities); each step costs about this many times one model's.
   model.bridge = "dense"  # Decoder's initial state: "dense" (tanh layer on the encoder's final state) or "zero".
   model.encoder = ml_collections.ConfigDict()
   model.encoder.cell = "gru"  # Encoder cell: "rnn" (tanh), "gru" or "lstm".

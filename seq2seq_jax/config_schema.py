@@ -37,6 +37,10 @@ MODEL_FIELDS = ("model", "data.src_tokenizer", "data.tgt_tokenizer", "data.min_f
 # other values.
 TRAINING_ONLY_FIELDS = ("model.dropout", "model.transformer.attention_dropout",
                         "model.scan_unroll", "model.recurrence")
+# Model fields that change the parameters' layout and were added after
+# checkpoints first recorded their fields, with the value every older
+# checkpoint has: compared as if recorded.
+ADDED_MODEL_FIELDS = {"model.ensemble_size": 1}
 
 
 def _fail(field: str, allowed: str, value: Any):
@@ -131,6 +135,7 @@ SCHEMA: dict[str, Callable] = {
     "model.dropout": number(0.0, 1.0, hi_open=True),
     "model.scan_unroll": integer(1),
     "model.recurrence": one_of(*RECURRENCES),
+    "model.ensemble_size": integer(1),
     "model.bridge": one_of(*BRIDGES),
     "model.encoder.cell": one_of(*CELLS),
     "model.encoder.hidden": integer(1),
@@ -233,6 +238,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ConfigError("config.model.transformer.share_embeddings needs "
                         "config.data.shared_vocab=True (one vocabulary for both sides)")
   ss = config.train.scheduled_sampling
+  if model.ensemble_size > 1 and ss.schedule != "none":
+    raise ConfigError(f"config.model.ensemble_size={model.ensemble_size} trains an ensemble with "
+                      "teacher forcing only; set config.train.scheduled_sampling.schedule='none' "
+                      "or config.model.ensemble_size=1")
   if ss.schedule == "exponential" and not ss.k < 1.0:
     raise ConfigError(f"config.train.scheduled_sampling.k must be < 1 for the exponential "
                       f"schedule k^i; got {ss.k}")
@@ -322,8 +331,10 @@ def resume_conflicts(saved: dict, current: dict) -> list[str]:
   Fields newer than the checkpoint are absent from `saved` and not compared:
   their defaults keep the old behaviour, and a non-default choice among them
   (say, a sentencepiece tokenizer) also changes a field the checkpoint
-  recorded. Which fields the model reads is decided on the checkpoint's
+  recorded. The exceptions, fields that alone change the parameters' layout,
+  are in ADDED_MODEL_FIELDS. Which fields the model reads is decided on the checkpoint's
   values (the newer fields at today's).
   """
+  saved = {**ADDED_MODEL_FIELDS, **saved}
   model = {**current, **saved}
   return sorted(k for k in saved if saved[k] != current.get(k) and reads(model, k))

@@ -18,6 +18,8 @@ import optax
 from flax import struct
 from flax.training import train_state
 
+from seq2seq_jax.models.ensemble import clip_each_member
+
 Array = jax.Array
 
 
@@ -136,14 +138,14 @@ def gold_probability(ss, step: int) -> float:
 
 def make_optimizer(cfg, values=None) -> optax.GradientTransformation:
   """Adam or AdamW on the schedule (`learning_rate_schedule(cfg, values)`),
-  after global-norm clipping."""
+  after global-norm clipping (`clip_each_member`)."""
   schedule = learning_rate_schedule(cfg, values)
   if cfg.optimizer == "adamw":
     opt = optax.adamw(schedule, weight_decay=cfg.weight_decay)
   else:
     opt = optax.adam(schedule)
   if cfg.grad_clip_norm > 0:
-    opt = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), opt)
+    opt = optax.chain(clip_each_member(cfg.grad_clip_norm), opt)
   return opt
 
 
@@ -350,7 +352,16 @@ def train_step(state: TrainState, batch: dict, dropout_rng: Array, label_smoothi
         rngs={"dropout": rng, "sampling": jax.random.fold_in(rng, 1)}, **kwargs)
     loss, sums = masked_cross_entropy(logits, micro["tgt_out"], micro["weights"],
                                       label_smoothing, divisor)
-    scaled = loss if scale is None else loss * scale
+    objective = loss
+    if "member_logits" in aux:
+      # An ensemble (models/ensemble.py): each member learns from its own
+      # loss, not from the ensemble's; the metric sums are the ensemble's,
+      # and `loss` reports the members' mean.
+      losses = [masked_cross_entropy(l, micro["tgt_out"], micro["weights"], label_smoothing,
+                                     divisor)[0] for l in aux["member_logits"]]
+      objective = sum(losses)
+      loss = objective / len(losses)
+    scaled = objective if scale is None else objective * scale
     return scaled, (loss, sums, aux)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)

@@ -121,3 +121,14 @@ def _flatten(node, prefix=""):
       yield from _flatten(value, name + ".")
     else:
       yield name
+
+
+def test_an_ensemble_with_scheduled_sampling_is_refused():
+  """An ensemble trains with teacher forcing only (its members' own losses)."""
+  config = importlib.import_module("configs.default").get_config()
+  config.model.ensemble_size = 2
+  config_schema.validate(config)
+  config.train.scheduled_sampling.schedule = "linear"
+  with pytest.raises(ConfigError, match=r"^config.model.ensemble_size=2 trains an ensemble with "
+                                        r"teacher forcing only"):
+    config_schema.validate(config)

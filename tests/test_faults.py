@@ -727,3 +727,10 @@ def test_resume_rule_ignores_fields_newer_than_the_checkpoint():
   assert config_schema.resume_conflicts(
       old, config_schema.model_fields(tiny(**{"model.decoder.hidden": 8}))) == [
           "model.decoder.hidden"]
+  # Except a field that alone changes the parameters' layout: a checkpoint
+  # from before ensembles holds one model.
+  del old["model.ensemble_size"]
+  assert config_schema.resume_conflicts(old, config_schema.model_fields(tiny())) == []
+  assert config_schema.resume_conflicts(
+      old, config_schema.model_fields(tiny(**{"model.ensemble_size": 2}))) == [
+          "model.ensemble_size"]

@@ -141,19 +141,24 @@ def test_resume_gives_identical_parameters(tmp_path):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_a_run_with_a_moving_average_evaluates_saves_and_resumes_with_it(tmp_path):
-  """train.ema_decay: the test split is scored with the average; checkpoints
-  hold it as `params` (what translate and evaluate read) and the trained
-  parameters as `raw_params`, and both come back on resume. A resume that
-  turns the average on or off is refused before anything is touched."""
-  from seq2seq_jax import training
+def test_an_ensemble_run_with_a_moving_average_evaluates_saves_and_resumes_with_it(tmp_path):
+  """train.ema_decay, on a run of model.ensemble_size=2 (one model with two
+  members_i): the test split is scored with the average; checkpoints hold it
+  as `params` (what translate and evaluate read) and the trained parameters
+  as `raw_params`, and both come back on resume; `load_workdir` gives the
+  ensemble back. A resume that turns the average on or off, or changes the
+  ensemble's size, is refused before anything is touched."""
+  from seq2seq_jax import models, training
   from seq2seq_jax.checkpoints import restore_params
+  from seq2seq_jax.inference import load_workdir
   config = tiny_config.get_config()
   config.train.update(num_steps=4, eval_every=100, checkpoint_every=100, ema_decay=0.5)
+  config.model.ensemble_size = 2
   config.eval.num_attention_plots = 0
   workdir = str(tmp_path / "w")
   values = trainer.train_and_evaluate(copy.deepcopy(config), workdir)
   run = trainer.Run(copy.deepcopy(config), workdir)
+  assert isinstance(run.model, models.Ensemble)
   first = evaluation.model_batch(run.train_batches.batch_at(0))
   state = Checkpoints(run.ckpt_dir).restore(
       training.create_train_state(run.model, config.train, jax.random.key(0), first))
@@ -173,7 +178,15 @@ def test_a_run_with_a_moving_average_evaluates_saves_and_resumes_with_it(tmp_pat
 
   assert values["loss"] == pytest.approx(test_loss(state.ema_params), rel=1e-5)
   assert values["loss"] != pytest.approx(test_loss(state.params), rel=1e-3)
+  loaded = load_workdir(workdir)
+  assert isinstance(loaded.model, models.Ensemble) and sorted(loaded.params) == [
+      "members_0", "members_1"]
+  assert len(loaded.translate(["jan 3 2244", "feb 1 1999"])) == 2
   before = sorted(os.listdir(run.ckpt_dir))
+  larger = copy.deepcopy(config)
+  larger.model.ensemble_size, larger.train.num_steps = 3, 6
+  with pytest.raises(CheckpointError, match=r"different model \(model.ensemble_size: 2 -> 3\)"):
+    trainer.train_and_evaluate(larger, workdir)
   with pytest.raises(CheckpointError, match=r"holds checkpoints trained with a moving average .*"
                                             r"train.ema_decay=0.0; resume with the setting"):
     config.train.update(ema_decay=0.0, num_steps=6)

@@ -10,7 +10,7 @@ import optax
 import pytest
 
 from configs import default
-from seq2seq_jax import training
+from seq2seq_jax import models, training
 from seq2seq_jax.models.rnn_seq2seq import RNNSeq2Seq
 from tests import parallel_worker as worker_module
 from tests.train_steps import compiled_step, init_state
@@ -291,3 +291,53 @@ def test_moving_average_of_the_parameters_follows_its_recurrence():
       np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
     assert max(float(np.abs(e - p).max()) for e, p in zip(ema, params)) > 1e-4  # not the params
   assert state.eval_params is state.ema_params and int(state.step) == 3
+
+
+def test_an_ensembles_members_train_as_each_would_alone():
+  """config.model.ensemble_size: two members trained together for three
+  steps (the compiled step of a run, clipping binding) end where each ends
+  trained alone from its own initial parameters on the same batches: each
+  learns from its own loss, clipped to its own norm. The reported loss is
+  the members' mean; the metric sums are the ensemble's (mean log-probs)."""
+  member, cfg, batch = worker_module.tiny_parts(batch_size=8)
+  cfg.grad_clip_norm = 0.05  # below both members' gradient norms (asserted below)
+  ensemble = models.Ensemble((member, member))
+  step = compiled_step(train_cfg=cfg)
+  state = init_state(ensemble, cfg, jax.random.key(0), batch)
+  start = jax.device_get(state.params)
+  losses = []
+  for _ in range(3):
+    state, m = step(state, batch, jax.random.key(1))
+    losses.append(float(m["loss"]))
+  together = jax.device_get(state.params)
+
+  alone_losses = []
+  for k in range(2):
+    solo = init_state(member, cfg, jax.random.key(0), batch).replace(
+        params=start[f"members_{k}"])
+    solo = solo.replace(opt_state=solo.tx.init(solo.params))
+    alone_losses.append([])
+    for _ in range(3):
+      solo, m = step(solo, batch, jax.random.key(1))
+      alone_losses[k].append(float(m["loss"]))
+      assert float(m["grad_norm"]) > 2 * cfg.grad_clip_norm
+    assert worker_module.max_diff(jax.device_get(solo.params), together[f"members_{k}"]) < 1e-5
+  np.testing.assert_allclose(losses, np.mean(alone_losses, axis=0), rtol=1e-5)
+  assert alone_losses[0] != alone_losses[1]  # two different models
+
+  logits = [np.asarray(member.apply({"params": together[f"members_{k}"]}, batch["src"],
+                                    batch["src_len"], batch["tgt_in"])[0]) for k in range(2)]
+  mean_lp = (np_log_softmax(logits[0]) + np_log_softmax(logits[1])) / 2
+  _, m = step(state, batch, jax.random.key(1))
+  real = batch["weights"] > 0
+  np.testing.assert_allclose(m["loss_sum"], np_cross_entropy(mean_lp, batch["tgt_out"])[real].sum(),
+                             rtol=1e-5)
+
+
+def test_an_ensemble_is_built_from_the_config():
+  config = default.get_config()
+  config.model.ensemble_size = 3
+  model = models.build_model(config.model, 20, 30)
+  assert isinstance(model, models.Ensemble) and len(model.members) == 3
+  config.model.ensemble_size = 1
+  assert not isinstance(models.build_model(config.model, 20, 30), models.Ensemble)

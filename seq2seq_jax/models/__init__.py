@@ -8,7 +8,7 @@ from typing import Callable
 
 import flax.linen as nn
 
-from seq2seq_jax.models.ensemble import Ensemble  # noqa: F401  (several trained models as one)
+from seq2seq_jax.models.ensemble import Ensemble  # several trained models as one
 from seq2seq_jax.models.rnn_seq2seq import RNNSeq2Seq
 from seq2seq_jax.models.transformer import Transformer
 
@@ -65,5 +65,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 
 def build_model(cfg, src_vocab_size: int, tgt_vocab_size: int) -> nn.Module:
-  """Builds `config.model` (names are checked by `config_schema.validate`)."""
-  return MODELS[cfg.name](cfg, src_vocab_size, tgt_vocab_size)
+  """Builds `config.model` (names are checked by `config_schema.validate`):
+  an `Ensemble` of `ensemble_size` such models, each with its own
+  parameters, when that is above 1."""
+  model = MODELS[cfg.name](cfg, src_vocab_size, tgt_vocab_size)
+  return model if cfg.ensemble_size == 1 else Ensemble((model,) * cfg.ensemble_size)

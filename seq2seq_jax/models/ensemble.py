@@ -16,13 +16,23 @@ summed log-probabilities of all members. The members may differ in
 architecture (a GRU with attention and a Transformer, say) but must share
 the source and target vocabularies. Attention weights are the members' mean
 when they all have the same shape, else the first member's.
+
+Trained as one model (config.model.ensemble_size = K, `models.build_model`),
+the members learn independently: teacher forcing also returns each member's
+own logits (aux["member_logits"]), the train step's objective is the sum of
+the members' losses, and gradient clipping applies to each member's
+gradients on its own (`clip_each_member`), so each member takes the
+updates it would take alone on the same batches. Only the initialization
+and the dropout masks differ between members.
 """
 
+from collections.abc import Mapping
 from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 
 Array = jax.Array
 
@@ -30,6 +40,29 @@ Array = jax.Array
 def mean_log_probs(logits: Sequence[Array]) -> Array:
   """(1/K) sum_k log_softmax(logits_k), in float32."""
   return sum(jax.nn.log_softmax(l.astype(jnp.float32), axis=-1) for l in logits) / len(logits)
+
+
+def member_names(tree) -> Optional[list]:
+  """["members_0", ...] when `tree` (parameters, or anything shaped like
+  them) is an Ensemble's, else None."""
+  if not isinstance(tree, Mapping) or not tree:
+    return None
+  names = [f"members_{i}" for i in range(len(tree))]
+  return names if set(tree) == set(names) else None
+
+
+def clip_each_member(max_norm: float) -> optax.GradientTransformation:
+  """`optax.clip_by_global_norm`, with an ensemble's members each clipped to their own global norm, as each would be trained alone."""
+  clip = optax.clip_by_global_norm(max_norm)
+
+  def update(updates, state, params=None):
+    del params
+    names = member_names(updates)
+    if names is None:
+      return clip.update(updates, state)
+    return {k: clip.update(updates[k], state)[0] for k in names}, state
+
+  return optax.GradientTransformation(clip.init, update)
 
 
 def _mean_attention(weights: Sequence[Optional[Array]]) -> Optional[Array]:
@@ -70,4 +103,5 @@ class Ensemble(nn.Module):
   def __call__(self, src: Array, src_len: Array, tgt_in: Array, train: bool = False):
     outs = [m(src, src_len, tgt_in, train=train) for m in self.members]
     attention = _mean_attention([aux.get("attention") for _, aux in outs])
-    return mean_log_probs([logits for logits, _ in outs]), {"attention": attention}
+    members = tuple(logits for logits, _ in outs)
+    return mean_log_probs(members), {"attention": attention, "member_logits": members}
