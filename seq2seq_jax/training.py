@@ -355,12 +355,14 @@ def train_step(state: TrainState, batch: dict, dropout_rng: Array, label_smoothi
     objective = loss
     if "member_logits" in aux:
       # An ensemble (models/ensemble.py): each member learns from its own
-      # loss, not from the ensemble's; the metric sums are the ensemble's,
-      # and `loss` reports the members' mean.
-      losses = [masked_cross_entropy(l, micro["tgt_out"], micro["weights"], label_smoothing,
-                                     divisor)[0] for l in aux["member_logits"]]
-      objective = sum(losses)
-      loss = objective / len(losses)
+      # loss, not from the ensemble's. The objective is their sum; the
+      # reported loss and metric sums are the members' means (evaluation
+      # scores the ensemble itself).
+      parts = [masked_cross_entropy(l, micro["tgt_out"], micro["weights"], label_smoothing,
+                                    divisor) for l in aux["member_logits"]]
+      objective = sum(p[0] for p in parts)
+      loss = objective / len(parts)
+      sums = jax.tree.map(lambda *s: sum(s) / len(s), *[p[1] for p in parts])
     scaled = objective if scale is None else objective * scale
     return scaled, (loss, sums, aux)
 
