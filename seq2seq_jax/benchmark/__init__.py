@@ -12,7 +12,7 @@ What is measured, for each model at each point (batch B, source length S,
 target length T) on synthetic batches in the batcher's exact format:
 
 * compile time of the real train step (`training.step_function`, jitted with
-  the state donated, as `training.jit_train_step` does): `lower` and
+  the state donated, as `parallel.DataParallel` jits it): `lower` and
   `compile` separately;
 * step time after --warmup steps, --repeats times, each call ended by
   `jax.block_until_ready`: min / median / max ms, and target tokens per

@@ -72,7 +72,7 @@ def _lower_and_compile(jitted, *args):
 
 class TrainStep:
   """The real train step of `model` (`training.step_function`, jitted with
-  the state donated, as `training.jit_train_step` does), compiled for one
+  the state donated, as `parallel.DataParallel` jits it), compiled for one
   batch, which goes to the device first: the host-to-device copy of a
   batch is not part of the step time.
 
