@@ -2,9 +2,9 @@
 
 Speed itself is never asserted (speed goals live in the benchmark's report,
 not in tests): only that every number is there, positive and consistent.
-The sweep is shrunk so the whole file stays well under a minute on 2 cores: the date point coincides with the shortest length
-point and the batch sweep with --batch_size, so each model compiles its train
-step once or twice.
+The sweep is shrunk so the whole file stays well under a minute on 2 cores:
+the date point coincides with the shortest length point and the batch sweep
+with --batch_size, so each model compiles its train step once or twice.
 """
 
 import dataclasses
