@@ -1,7 +1,7 @@
 """Validation WER against wall time, one line per run: the G2P configs tried.
 
   python tools/g2p_curves.py --out=docs/g2p/valid_wer_vs_time.png \
-      "g2p_bahdanau=runs/g2p_bahdanau" "g2p_long=runs/g2p_long"
+      "g2p_bahdanau=runs/g2p_bahdanau" "g2p_long=runs/g2p_long" [--line "both=24.77"]
 
 Each argument is label=workdir. The x axis is `elapsed_seconds` of each
 validation record: seconds since the run started (its data loading and
@@ -43,6 +43,9 @@ def main():
   parser.add_argument("runs", nargs="+", help="label=workdir")
   parser.add_argument("--out", required=True, help="the PNG to write")
   parser.add_argument("--title", default="CMUdict G2P, validation WER (first 1,000 words, beam)")
+  parser.add_argument("--line", action="append", default=[],
+                      help="label=WER: a dotted line at a further test WER (%%), e.g. an "
+                           "ensemble of the runs decoded by `evaluate --ensemble`")
   args = parser.parse_args()
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
@@ -55,8 +58,16 @@ def main():
       ax.plot([test[0]], [test[1]], marker="*", markersize=12, color=line.get_color())
       ax.annotate(f"test {test[1]:.2f} %", test, textcoords="offset points", xytext=(4, 4),
                   fontsize=8, color=line.get_color())
-  ax.axhline(24.0, color="grey", linestyle="--", linewidth=1)
-  ax.text(0.5, 24.2, "24 % target (test)", color="grey", fontsize=8)
+  lines = [("24 % target (test)", "24.0")] + [spec.partition("=")[::2] for spec in args.line]
+  for i, (label, value) in enumerate(lines):
+    try:
+      y = float(value)
+    except ValueError:
+      raise SystemExit(f"error: --line {label}={value}: the WER must be a number") from None
+    ax.axhline(y, color="grey" if i == 0 else "black", linestyle="--" if i == 0 else ":",
+               linewidth=1)
+    ax.text(0.01, y + 0.2, label if i == 0 else f"{label}: {y:.2f} %", fontsize=8,
+            color="grey" if i == 0 else "black", transform=ax.get_yaxis_transform())
   ax.set_xlabel("wall time since the run started (minutes)")
   ax.set_ylabel("WER (%)")
   ax.set_title(args.title, fontsize=10)
