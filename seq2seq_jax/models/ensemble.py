@@ -52,7 +52,8 @@ def member_names(tree) -> Optional[list]:
 
 
 def clip_each_member(max_norm: float) -> optax.GradientTransformation:
-  """`optax.clip_by_global_norm`, with an ensemble's members each clipped to their own global norm, as each would be trained alone."""
+  """`optax.clip_by_global_norm`, with an ensemble's members each clipped to
+  their own global norm, as each would be trained alone."""
   clip = optax.clip_by_global_norm(max_norm)
 
   def update(updates, state, params=None):
