@@ -332,8 +332,8 @@ def resume_conflicts(saved: dict, current: dict) -> list[str]:
   their defaults keep the old behaviour, and a non-default choice among them
   (say, a sentencepiece tokenizer) also changes a field the checkpoint
   recorded. The exceptions, fields that alone change the parameters' layout,
-  are in ADDED_MODEL_FIELDS. Which fields the model reads is decided on the checkpoint's
-  values (the newer fields at today's).
+  are in ADDED_MODEL_FIELDS. Which fields the model reads is decided on the
+  checkpoint's values (the newer fields at today's).
   """
   saved = {**ADDED_MODEL_FIELDS, **saved}
   model = {**current, **saved}

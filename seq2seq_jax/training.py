@@ -350,19 +350,15 @@ def train_step(state: TrainState, batch: dict, dropout_rng: Array, label_smoothi
     logits, aux = state.apply_fn(
         {"params": params}, micro["src"], micro["src_len"], micro["tgt_in"], train=True,
         rngs={"dropout": rng, "sampling": jax.random.fold_in(rng, 1)}, **kwargs)
-    loss, sums = masked_cross_entropy(logits, micro["tgt_out"], micro["weights"],
-                                      label_smoothing, divisor)
-    objective = loss
-    if "member_logits" in aux:
-      # An ensemble (models/ensemble.py): each member learns from its own
-      # loss, not from the ensemble's. The objective is their sum; the
-      # reported loss and metric sums are the members' means (evaluation
-      # scores the ensemble itself).
-      parts = [masked_cross_entropy(l, micro["tgt_out"], micro["weights"], label_smoothing,
-                                    divisor) for l in aux["member_logits"]]
-      objective = sum(p[0] for p in parts)
-      loss = objective / len(parts)
-      sums = jax.tree.map(lambda *s: sum(s) / len(s), *[p[1] for p in parts])
+    # An ensemble (models/ensemble.py) returns each member's logits: each
+    # member learns from its own loss, not from the ensemble's. The objective
+    # is the sum over members (one for any other model); the reported loss
+    # and metric sums are the members' means (evaluation scores the ensemble).
+    parts = [masked_cross_entropy(l, micro["tgt_out"], micro["weights"], label_smoothing, divisor)
+             for l in aux.get("member_logits", (logits,))]
+    objective = sum(p[0] for p in parts)
+    loss = objective / len(parts)
+    sums = jax.tree.map(lambda *s: sum(s) / len(s), *[p[1] for p in parts])
     scaled = objective if scale is None else objective * scale
     return scaled, (loss, sums, aux)
 
