@@ -348,12 +348,23 @@ def test_metrics_rewrite_cut_short_loses_nothing(tmp_path, monkeypatch):
   def crash(*args):
     raise Crash()
 
-  monkeypatch.setattr(metric_writer.os, "replace", crash)
+  monkeypatch.setattr(metric_writer, "os", os_with(replace=crash))
   writer = MetricWriter(workdir, tensorboard=False)
   with pytest.raises(Crash):
     writer.resume(2)
   with open(path, encoding="utf-8") as f:
     assert f.read() == before
+
+
+def os_with(**overrides):
+  """The `os` module with some functions replaced, to patch into one module
+  (`monkeypatch.setattr(module, "os", os_with(...))`). Patching `os` itself
+  would reach every thread of the process: TensorBoard's writer thread dies
+  on a fake disk-full fsync, and the run then blocks on its full queue."""
+  class PatchedOs:
+    def __getattr__(self, name):
+      return overrides[name] if name in overrides else getattr(os, name)
+  return PatchedOs()
 
 
 # --- damaged checkpoints (in-process) ---------------------------------------
@@ -620,7 +631,7 @@ def test_disk_full_while_saving_is_a_clear_error_then_resumes_exactly(
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
   if where == "write probe":
-    monkeypatch.setattr(checkpoints.os, "fsync", disk_full)
+    monkeypatch.setattr(checkpoints, "os", os_with(fsync=disk_full))
   else:
     monkeypatch.setattr(ocp.CheckpointManager, "save", disk_full)
   with pytest.raises(CheckpointError, match=r"cannot write checkpoint 8 to .*No space left on "
