@@ -86,6 +86,11 @@ class Run:
           f"(train.ema_decay {'> 0' if averaged else '= 0'}), and this config has "
           f"train.ema_decay={self.config.train.ema_decay}; resume with the setting the run "
           "started with, or use another --workdir")
+    if meta and meta.get("optimizer_state") != training.OPTIMIZER_STATE:
+      raise CheckpointError(
+          f"{self.workdir} holds checkpoints written before the optimizer state became one "
+          "vector per model (seq2seq-jax before 2026-12-04); their parameters still evaluate "
+          "and translate, but training cannot resume from them: use another --workdir")
     saved = meta.get("model_fields")
     if saved is None:
       return
@@ -308,7 +313,7 @@ def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optio
     writer.write(start_step, "data", report)
   state = engine.to_device(state)
   meta = {"model_fields": config_schema.model_fields(config),
-          "moving_average": cfg.ema_decay > 0}
+          "moving_average": cfg.ema_decay > 0, "optimizer_state": training.OPTIMIZER_STATE}
 
   pbar = None
   if cfg.progress_bar and main:

@@ -25,7 +25,7 @@ import pytest
 
 import orbax.checkpoint as ocp
 
-from seq2seq_jax import checkpoints, config_schema, evaluation, metric_writer, trainer
+from seq2seq_jax import checkpoints, config_schema, evaluation, inference, metric_writer, trainer
 from seq2seq_jax.checkpoints import Checkpoints
 from seq2seq_jax.data import pipeline
 from seq2seq_jax.errors import CheckpointError, DivergenceError
@@ -692,6 +692,31 @@ def test_resume_refuses_to_start_a_moving_average_midway(tmp_path, six_steps):
       "(train.ema_decay = 0), and this config has train.ema_decay=0.999; resume with the "
       "setting the run started with, or use another --workdir")
   assert listing(workdir) == before
+
+
+def test_resume_refuses_checkpoints_with_the_old_optimizer_layout(tmp_path, six_steps):
+  """Checkpoints written before the optimizer state became one vector per
+  model (their meta lacks `optimizer_state`) cannot resume: one message,
+  nothing touched, rather than a restore failure taken for damage. Their
+  parameters still load."""
+  workdir = str(tmp_path / "w")
+  shutil.copytree(six_steps, workdir)
+  for step in ("2", "4", "6"):
+    path = os.path.join(workdir, "checkpoints", step, "meta", "metadata")
+    with open(path) as f:
+      meta = json.load(f)
+    del meta["optimizer_state"]
+    with open(path, "w") as f:
+      json.dump(meta, f)
+  before = listing(workdir)
+  with pytest.raises(CheckpointError) as raised:
+    trainer.train_and_evaluate(tiny(), workdir)
+  assert str(raised.value) == (
+      f"{workdir} holds checkpoints written before the optimizer state became one vector per "
+      "model (seq2seq-jax before 2026-12-04); their parameters still evaluate and translate, "
+      "but training cannot resume from them: use another --workdir")
+  assert listing(workdir) == before
+  assert inference.load_workdir(workdir).step == 6
 
 
 def conflicts(saved: dict, current: dict) -> list:

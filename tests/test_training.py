@@ -337,3 +337,47 @@ def test_an_ensemble_is_built_from_the_config():
   assert isinstance(model, models.Ensemble) and len(model.members) == 3
   config.model.ensemble_size = 1
   assert not isinstance(models.build_model(config.model, 20, 30), models.Ensemble)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_the_optimizer_on_flat_vectors_equals_optax_on_the_tree(optimizer):
+  """make_optimizer runs clipping and Adam(W) on the parameters raveled into
+  one vector (one per ensemble member): three updates equal optax's own
+  chain on the parameter tree, with clipping binding; an ensemble's members
+  are each clipped to their own norm."""
+  cfg = _train_cfg(optimizer=optimizer, learning_rate=1e-2, warmup_steps=2, num_steps=10,
+                   decay="cosine", grad_clip_norm=0.5, weight_decay=0.1)
+  rng = np.random.default_rng(0)
+  tree = lambda scale: {"dense": {"kernel": scale * rng.normal(size=(3, 4)).astype(np.float32),
+                                  "bias": scale * rng.normal(size=(4,)).astype(np.float32)},
+                        "embed": scale * rng.normal(size=(5, 2)).astype(np.float32)}
+  schedule = optax.warmup_cosine_decay_schedule(0.0, 1e-2, 2, 10, 1e-2 * cfg.end_lr_factor)
+  adam = (optax.adamw(schedule, weight_decay=0.1) if optimizer == "adamw"
+          else optax.adam(schedule))
+  reference = optax.chain(optax.clip_by_global_norm(0.5), adam)
+  members = [tree(1.0), tree(1.0)]
+  grads = [[tree(3.0) for _ in range(3)], [tree(0.05) for _ in range(3)]]  # clipped; not
+  flat = training.make_optimizer(cfg)
+  ensemble = {"members_0": members[0], "members_1": members[1]}
+  state = flat.init(ensemble)
+  assert len(jax.tree.leaves(state)) < 4 * 2  # a few vectors, not a moment per leaf
+  alone = [(p, reference.init(p)) for p in members]
+  for i in range(3):
+    g = {"members_0": grads[0][i], "members_1": grads[1][i]}
+    updates, state = flat.update(g, state, ensemble)
+    ensemble = optax.apply_updates(ensemble, updates)
+    for k in range(2):
+      p, s = alone[k]
+      u, s = reference.update(grads[k][i], s, p)
+      alone[k] = (optax.apply_updates(p, u), s)
+  for k in range(2):
+    for a, b in zip(jax.tree.leaves(ensemble[f"members_{k}"]), jax.tree.leaves(alone[k][0])):
+      np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-7)
+  # One model (not an ensemble): its parameters are one vector, clipped as a whole.
+  single, s_ref = members[0], reference.init(members[0])
+  s_flat = flat.init(single)
+  u_flat, _ = flat.update(grads[0][0], s_flat, single)
+  u_ref, _ = reference.update(grads[0][0], s_ref, single)
+  assert jax.tree.structure(u_flat) == jax.tree.structure(u_ref)
+  for a, b in zip(jax.tree.leaves(u_flat), jax.tree.leaves(u_ref)):
+    np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-9)
