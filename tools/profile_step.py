@@ -64,7 +64,7 @@ def summarize(trace_dir: str, steps: int, top: int) -> str:
 def main(argv):
   del argv
   import jax  # pylint: disable=import-outside-toplevel
-  from seq2seq_jax import evaluation, parallel, trainer  # pylint: disable=import-outside-toplevel
+  from seq2seq_jax import evaluation, parallel, trainer, training  # pylint: disable=import-outside-toplevel
 
   config = FLAGS.config
   run = trainer.Run(config, os.path.join(FLAGS.trace_dir, "workdir"))
@@ -76,13 +76,14 @@ def main(argv):
   shape = shapes.most_common(1)[0][0]
   batch = engine.put_batch(next(b for b in batches if b["src"].shape == shape))
   state = engine.to_device(engine.init_state(run.model, config.train, jax.random.key(0), batch))
-  step = engine.train_step()
+  step = engine.train_step(train_cfg=config.train)  # the run's step, schedule as an argument
   rng = jax.random.key(1)
   if config.parallel.strategy == "jit":  # compile time, with no cache to help
     import time  # pylint: disable=import-outside-toplevel
     jax.config.update("jax_enable_compilation_cache", False)
     start = time.perf_counter()
-    lowered = engine._step.lower(state, batch, rng, None)  # pylint: disable=protected-access
+    lowered = engine._step.lower(  # pylint: disable=protected-access
+        state, batch, rng, None, training.schedule_values(config.train))
     middle = time.perf_counter()
     lowered.compile()
     print(f"train step: lower {middle - start:.1f} s, compile {time.perf_counter() - middle:.1f} s")
