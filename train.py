@@ -35,7 +35,9 @@ except (AttributeError, KeyError) as e:
   _no_such_field(e)
 flags.DEFINE_string("workdir", "runs/default", "Directory for checkpoints, metrics, "
                     "plots and samples; rerunning on it resumes.")
-flags.DEFINE_string("compilation_cache", os.path.join("~", ".cache", "seq2seq_jax", "xla"),
+# $XDG_CACHE_HOME (the freedesktop rule for caches), else ~/.cache.
+_CACHE_HOME = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+flags.DEFINE_string("compilation_cache", os.path.join(_CACHE_HOME, "seq2seq_jax", "xla"),
                     "JAX's persistent compilation cache: a run loads the compiled programs "
                     "of earlier runs with the same shapes instead of compiling them again "
                     "(the same executables, so the same results). \"\" turns it off; "

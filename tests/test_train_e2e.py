@@ -458,3 +458,17 @@ def test_translate_command(trained, tmp_path):
                          f"--workdir={tmp_path}", "x"], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 2 and "has no trained model" in proc.stderr
+
+
+@pytest.mark.parametrize("xdg", ["", "set"])
+def test_the_default_compilation_cache_follows_xdg_cache_home(tmp_path, xdg):
+  env = {k: v for k, v in os.environ.items() if k not in ("XDG_CACHE_HOME", "HOME")}
+  env.update(PYTHONPATH=ROOT, HOME=str(tmp_path / "home"))
+  if xdg:
+    env["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
+  out = subprocess.run([sys.executable, "-c", "import train; print(train.FLAGS['compilation_cache'].default)"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0, out.stderr
+  expected = (os.path.join(str(tmp_path / "xdg"), "seq2seq_jax", "xla") if xdg
+              else os.path.join("~", ".cache", "seq2seq_jax", "xla"))
+  assert out.stdout.strip() == expected
