@@ -173,14 +173,25 @@ def finish_and_compare(workdir, reference_state):
   return proc
 
 
+def _steps_on_disk(names) -> list:
+  """Checkpoint steps present, finished or being written."""
+  return [int(n.split(".")[0]) for n in names if n.split(".")[0].isdigit()]
+
+
 # Where the three kills of one workdir land: (what to wait for, extra seeded
-# delay). Between them, training steps, asynchronous checkpoint writes and the
-# final evaluation are all hit.
+# delay, what cuts the delay short). Between them, training steps,
+# asynchronous checkpoint writes and the final evaluation are all hit. The
+# first kill must leave the later points ahead: on a fast machine the tiny
+# run can reach its last checkpoint within the delay, so a checkpoint of
+# step 6 or later, started or done, ends the wait at once.
 KILLS = [
-    ("checkpoint 4 written", lambda names: "4" in names, 0.3),
+    ("checkpoint 4 written", lambda names: "4" in names, 0.3,
+     lambda names: max(_steps_on_disk(names), default=0) >= 6),
     ("checkpoint >= 8 being written", lambda names: any(
-        ".orbax-checkpoint-tmp" in n and int(n.split(".")[0]) >= 8 for n in names), 0.0),
-    ("checkpoint 12 written (final evaluation)", lambda names: "12" in names, 0.2),
+        ".orbax-checkpoint-tmp" in n and int(n.split(".")[0]) >= 8 for n in names), 0.0,
+     lambda names: False),
+    ("checkpoint 12 written (final evaluation)", lambda names: "12" in names, 0.2,
+     lambda names: False),
 ]
 
 
@@ -190,7 +201,7 @@ def test_kill_9_at_three_points_then_rerun_ends_like_an_uninterrupted_run(tmp_pa
   rng = random.Random(0)
   env = dict(os.environ, PYTHONPATH=ROOT)
   resumed_from = None
-  for what, ready, delay in KILLS:
+  for what, ready, delay, cut_short in KILLS:
     proc = subprocess.Popen(train_py_args(workdir), cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
@@ -203,7 +214,9 @@ def test_kill_9_at_three_points_then_rerun_ends_like_an_uninterrupted_run(tmp_pa
       while not ready(checkpoint_names(workdir)) and time.time() < deadline:
         assert proc.poll() is None, f"ended before {what}: {proc.stdout.read()[-2000:]}"
         time.sleep(0.002)
-      time.sleep(rng.uniform(0.0, delay))
+      wait_until = time.time() + rng.uniform(0.0, delay)
+      while time.time() < wait_until and not cut_short(checkpoint_names(workdir)):
+        time.sleep(0.001)
       proc.send_signal(signal.SIGKILL)
       out = proc.communicate()[0]
     finally:
