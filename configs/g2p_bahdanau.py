@@ -5,8 +5,9 @@ Letters in, ARPAbet phonemes out (stress stripped; set
 --config.data.cmudict_stress=True to predict AH0/AH1/AH2). Test words are a
 fixed 5 % of the dictionary chosen by a hash of the word (see the README).
 
-Run (alone on a 2-vCPU AMD EPYC: 25 minutes; about 52 estimated on the
-slower Intel Xeon; test WER 26.4 to 26.7 %, PER 6.1 %; see the README):
+Run (alone on a 2-vCPU AMD EPYC: 20 to 25 minutes; about 52 estimated on
+the slower Intel Xeon; test WER 26.3 to 26.7 %, PER 6.1 %; see the README;
+configs/g2p_ensemble.py trains two of these as one ensemble, below 24 %):
   python train.py --config=configs/g2p_bahdanau.py --workdir=runs/g2p_bahdanau
 Evaluate greedy and beam search afterwards:
   python -m seq2seq_jax.evaluate --workdir=runs/g2p_bahdanau --beam_sizes=1,4
