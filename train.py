@@ -81,6 +81,8 @@ def main(argv):
   if not FLAGS["verbosity"].present:
     # Quiet by default (warnings, the progress bar, results); -v 0 for info logs.
     absl_logging.set_verbosity(absl_logging.WARNING)
+  from seq2seq_jax import host  # pylint: disable=import-outside-toplevel
+  host.configure()  # before JAX's first computation
   _enable_compilation_cache(FLAGS.compilation_cache)
   from seq2seq_jax import trainer  # after flag parsing: importing JAX is slow
   try:

@@ -106,7 +106,9 @@ def main(argv):
     fail("--beam_sizes must be integers >= 1")
   if FLAGS.batch_size < 0 or FLAGS.repeats < 1:
     fail("--batch_size must be >= 0 and --repeats >= 1")
+  from seq2seq_jax import host
   from seq2seq_jax.errors import UserError
+  host.configure()  # before JAX's first computation
   try:
     out = evaluate_decoders(FLAGS.workdir, FLAGS.split, beams, FLAGS.alpha, FLAGS.length_penalty,
                             FLAGS.step, FLAGS.batch_size, FLAGS.repeats, FLAGS.ensemble)

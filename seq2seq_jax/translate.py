@@ -35,7 +35,8 @@ def main(argv):
   if FLAGS.beam_size < 1 or FLAGS.nbest < 1 or FLAGS.nbest > FLAGS.beam_size and FLAGS.nbest > 1:
     fail("--beam_size must be >= 1 and --nbest between 1 and --beam_size")
   sentences = argv[1:] or [line.rstrip("\n") for line in sys.stdin]
-  from seq2seq_jax import plotting
+  from seq2seq_jax import host, plotting
+  host.configure()  # before JAX's first computation
   from seq2seq_jax.errors import UserError
   from seq2seq_jax.inference import load_workdir
   try:

@@ -3,6 +3,7 @@
 import shlex
 import sys
 
+from seq2seq_jax import host
 from seq2seq_jax.benchmark.command_line import define_flags, options_from_flags
 from seq2seq_jax.benchmark.options import validate
 from seq2seq_jax.benchmark.runner import run
@@ -16,6 +17,7 @@ def main(argv):
   absl_logging.set_verbosity(absl_logging.WARNING)
   if len(argv) > 1:
     fail(f"unexpected arguments {argv[1:]}")
+  host.configure()  # before JAX's first computation
   command = shlex.join(["python", "-m", "seq2seq_jax.benchmark"] + sys.argv[1:])
   try:
     options = options_from_flags(flags.FLAGS)

@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 import jax
 import jax.numpy as jnp
 
+from seq2seq_jax import host
 from seq2seq_jax.errors import ConfigError
 from seq2seq_jax.models import recurrent
 from seq2seq_jax.benchmark.options import MODELS, RNN_MODELS, Sizes, torch_version
@@ -153,6 +154,7 @@ def machine_info(torch_used: bool = False) -> dict:
       "device_kind": device.device_kind,
       "device_count": jax.device_count(),
       "xla_flags": os.environ.get("XLA_FLAGS"),
+      "host_settings": host.applied(),  # seq2seq_jax.host, shared by JAX and PyTorch
       # A persistent compilation cache turns compile times into cache loads.
       "compilation_cache_dir": jax.config.jax_compilation_cache_dir,
   }

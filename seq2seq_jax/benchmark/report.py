@@ -191,6 +191,9 @@ def markdown_report(results: dict) -> str:
       "GFLOP/s from the analytic matmul count; XLA MiB = temp + argument + output of "
       "the compiled step; torch/jax above 1 means JAX is faster",
   ]
+  if m.get("host_settings"):
+    lines.append("- host settings (`seq2seq_jax/host.py`, the same process for JAX and PyTorch): "
+                 + ", ".join(f"{k} {'on' if v else 'off'}" for k, v in m["host_settings"].items()))
   if m["compilation_cache_dir"]:
     lines.append(f"- note: {_CACHE_NOTE} (`{m['compilation_cache_dir']}`)")
   lines.append("")
