@@ -63,6 +63,8 @@ def summarize(trace_dir: str, steps: int, top: int) -> str:
 
 def main(argv):
   del argv
+  from seq2seq_jax import host  # pylint: disable=import-outside-toplevel
+  host.configure()  # as train.py runs
   import jax  # pylint: disable=import-outside-toplevel
   from seq2seq_jax import evaluation, parallel, trainer, training  # pylint: disable=import-outside-toplevel
 
