@@ -2,13 +2,15 @@
 // the CPU: the probe of tools/ffi_gru/probe.py (issue 17's fused-kernel
 // lever), not used by the package. Same equations, gate order and masking as
 // seq2seq_jax/models/recurrent_vjp.py; float32; 3 * hidden a multiple of 64.
-// Each step's matmul is split by rows over two threads of XLA's intra-op pool.
+// Each step's matmul (a 4 x 64 register block over packed weights) is split by
+// rows over two threads of XLA's intra-op pool.
 #include <atomic>
 #include <sched.h>
 #include <cmath>
 #include <cstring>
 #include <cstdint>
 #include <vector>
+#include <algorithm>
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -20,35 +22,48 @@ typedef float v16 __attribute__((vector_size(64)));
 static inline v16 load16(const float* p) { v16 v; std::memcpy(&v, p, 64); return v; }
 static inline void store16(float* p, v16 v) { std::memcpy(p, &v, 64); }
 
-// out[rows b0..b1, :N] = bias + h[b0..b1, :K] @ w[K, N]; N % 64 == 0.
-static void gemm_rows(const float* h, const float* w, const float* bias, float* out,
-                      int64_t b0, int64_t b1, int64_t K, int64_t N) {
-  for (int64_t j0 = 0; j0 < N; j0 += 64) {
-    int64_t b = b0;
-    for (; b + 4 <= b1; b += 4) {
+// The recurrent weights are packed once per call into 64-column panels
+// ([N/64][K][64], each panel contiguous), which each step's matmul streams.
+static void pack_panels(const float* w, float* wp, int64_t K, int64_t N) {
+  for (int64_t p = 0; p < N / 64; ++p)
+    for (int64_t k = 0; k < K; ++k)
+      std::memcpy(wp + (p * K + k) * 64, w + k * N + p * 64, 64 * sizeof(float));
+}
+
+// out[rows b0..b1, :N] = bias + h[b0..b1, :K] @ w, w packed by pack_panels.
+static void gemm_packed(const float* h, const float* wp, const float* bias, float* out,
+                        int64_t b0, int64_t b1, int64_t K, int64_t N) {
+  for (int64_t p = 0; p < N / 64; ++p) {
+    const float* panel = wp + p * K * 64;
+    const int64_t j0 = p * 64;
+    for (int64_t b = b0; b < b1; b += 4) {
+      const int rows = (int)std::min<int64_t>(4, b1 - b);
       v16 acc[4][4];
       for (int c = 0; c < 4; ++c) {
         v16 bv = bias ? load16(bias + j0 + 16 * c) : v16{};
         for (int r = 0; r < 4; ++r) acc[r][c] = bv;
       }
-      for (int64_t k = 0; k < K; ++k) {
-        const float* wk = w + k * N + j0;
-        v16 w0 = load16(wk), w1 = load16(wk + 16), w2 = load16(wk + 32), w3 = load16(wk + 48);
-        for (int r = 0; r < 4; ++r) {
-          float a = h[(b + r) * K + k];
-          v16 av = a - v16{};
-          acc[r][0] += av * w0; acc[r][1] += av * w1; acc[r][2] += av * w2; acc[r][3] += av * w3;
+      if (rows == 4) {
+        for (int64_t k = 0; k < K; ++k) {
+          const float* wk = panel + k * 64;
+          v16 w0 = load16(wk), w1 = load16(wk + 16), w2 = load16(wk + 32), w3 = load16(wk + 48);
+          for (int r = 0; r < 4; ++r) {
+            v16 av = h[(b + r) * K + k] - v16{};
+            acc[r][0] += av * w0; acc[r][1] += av * w1; acc[r][2] += av * w2; acc[r][3] += av * w3;
+          }
+        }
+      } else {
+        for (int64_t k = 0; k < K; ++k) {
+          const float* wk = panel + k * 64;
+          v16 w0 = load16(wk), w1 = load16(wk + 16), w2 = load16(wk + 32), w3 = load16(wk + 48);
+          for (int r = 0; r < rows; ++r) {
+            v16 av = h[(b + r) * K + k] - v16{};
+            acc[r][0] += av * w0; acc[r][1] += av * w1; acc[r][2] += av * w2; acc[r][3] += av * w3;
+          }
         }
       }
-      for (int r = 0; r < 4; ++r)
+      for (int r = 0; r < rows; ++r)
         for (int c = 0; c < 4; ++c) store16(out + (b + r) * N + j0 + 16 * c, acc[r][c]);
-    }
-    for (; b < b1; ++b) {
-      for (int64_t j = j0; j < j0 + 64; ++j) {
-        float s = bias ? bias[j] : 0.f;
-        for (int64_t k = 0; k < K; ++k) s += h[b * K + k] * w[k * N + j];
-        out[b * N + j] = s;
-      }
     }
   }
 }
@@ -87,7 +102,9 @@ ffi::Error GruForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h,
   auto d = x_r.dimensions();
   const int64_t T = d[0], B = d[1], H = d[2], N = 3 * H;
   if (N % 64) return ffi::Error::InvalidArgument("3*hidden must be a multiple of 64");
-  const float* W = w_h.typed_data();
+  std::vector<float> wpack(H * N);
+  pack_panels(w_h.typed_data(), wpack.data(), H, N);
+  const float* W = wpack.data();
   const float* bias = b_h.typed_data();
   float* out = seq->typed_data();
   float* hp_all = hps->typed_data();
@@ -106,15 +123,15 @@ ffi::Error GruForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h,
     if (parts == 2) {
       Latch latch{1};
       pool.Schedule([&, half] {
-        gemm_rows(h, W, bias, hp, half, B, H, N);
+        gemm_packed(h, W, bias, hp, half, B, H, N);
         gates_rows(xr, xz, xn, hp, v, h, hn, half, B, H);
         latch.left.fetch_sub(1, std::memory_order_release);
       });
-      gemm_rows(h, W, bias, hp, 0, half, H, N);
+      gemm_packed(h, W, bias, hp, 0, half, H, N);
       gates_rows(xr, xz, xn, hp, v, h, hn, 0, half, H);
       latch.wait();
     } else {
-      gemm_rows(h, W, bias, hp, 0, B, H, N);
+      gemm_packed(h, W, bias, hp, 0, B, H, N);
       gates_rows(xr, xz, xn, hp, v, h, hn, 0, B, H);
     }
   }
@@ -157,7 +174,7 @@ static void backward_rows(const float* grad_in, const float* g_out, const float*
 // grad[b, :H] = keep[b] + gates[b, :3H] @ wt[3H, H]
 static void gemm_add_rows(const float* gates, const float* wt, const float* keep, float* out,
                           int64_t b0, int64_t b1, int64_t K, int64_t N) {
-  gemm_rows(gates, wt, nullptr, out, b0, b1, K, N);
+  gemm_packed(gates, wt, nullptr, out, b0, b1, K, N);
   for (int64_t b = b0; b < b1; ++b)
     for (int64_t j = 0; j < N; ++j) out[b * N + j] += keep[b * N + j];
 }
@@ -176,6 +193,8 @@ ffi::Error GruBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h,
   const float* W = w_h.typed_data();
   for (int64_t i = 0; i < H; ++i)
     for (int64_t j = 0; j < G; ++j) wt[j * H + i] = W[i * G + j];
+  std::vector<float> wtp(G * H);
+  pack_panels(wt.data(), wtp.data(), G, H);
   int64_t parts = pool.num_threads() >= 2 ? 2 : 1;
   int64_t half = parts == 2 ? std::min<int64_t>(B, ((B / 2) + 3) / 4 * 4) : B;
   for (int64_t t = T - 1; t >= 0; --t) {
@@ -187,7 +206,7 @@ ffi::Error GruBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h,
       backward_rows(grad.data(), grad_seq.typed_data() + o, prev, x_r.typed_data() + o,
                     x_z.typed_data() + o, x_n.typed_data() + o, hps.typed_data() + t * B * G,
                     valid.typed_data() + t * B, gt, dn, keep.data(), b0, b1, H);
-      gemm_add_rows(gt, wt.data(), keep.data(), next.data(), b0, b1, G, H);
+      gemm_add_rows(gt, wtp.data(), keep.data(), next.data(), b0, b1, G, H);
     };
     if (parts == 2 && half < B) {
       Latch latch{1};
