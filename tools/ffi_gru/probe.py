@@ -14,7 +14,7 @@ headers into ~/.cache/seq2seq_jax/ffi_gru/, then:
    goes through `recurrent_vjp.carries` on the kernel (the encoder; the
    plain decoder too), against the package as it is, in turns.
 
-The kernel handles float32 GRUs with hidden a multiple of 64, on the CPU only.
+The kernel handles float32 GRUs with hidden a multiple of 64, on a CPU with AVX-512 only.
 """
 
 import argparse
