@@ -116,6 +116,19 @@ struct Latch {
   }
 };
 
+// run(0, half) here and run(half, B) on a thread of the pool, then waits.
+template <typename Run>
+static void on_two_threads(ffi::ThreadPool& pool, int64_t half, int64_t B, Run& run) {
+  if (half >= B) {
+    run(0, B);
+    return;
+  }
+  Latch latch{1};
+  pool.Schedule([&] { run(half, B); latch.left.fetch_sub(1, std::memory_order_release); });
+  run(0, half);
+  latch.wait();
+}
+
 ffi::Error GruForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h,
                           ffi::Buffer<ffi::F32> b_h, ffi::Buffer<ffi::F32> x_r,
                           ffi::Buffer<ffi::F32> x_z, ffi::Buffer<ffi::F32> x_n,
@@ -148,14 +161,7 @@ ffi::Error GruForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h,
                  b0, b1, H);
     }
   };
-  if (parts == 2 && half < B) {
-    Latch latch{1};
-    pool.Schedule([&] { run(half, B); latch.left.fetch_sub(1, std::memory_order_release); });
-    run(0, half);
-    latch.wait();
-  } else {
-    run(0, B);
-  }
+  on_two_threads(pool, parts == 2 ? half : B, B, run);
   return ffi::Error::Success();
 }
 
@@ -235,14 +241,7 @@ ffi::Error GruBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h,
       std::swap(cur, nxt);
     }
   };
-  if (parts == 2 && half < B) {
-    Latch latch{1};
-    pool.Schedule([&] { run(half, B); latch.left.fetch_sub(1, std::memory_order_release); });
-    run(0, half);
-    latch.wait();
-  } else {
-    run(0, B);
-  }
+  on_two_threads(pool, parts == 2 ? half : B, B, run);
   if (T % 2 == 1) grad.swap(next);  // the last step wrote `next`
   std::memcpy(grad0->typed_data(), grad.data(), B * H * 4);
   return ffi::Error::Success();
