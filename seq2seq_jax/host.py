@@ -23,9 +23,10 @@ per instruction; sums may round differently in the last bits, as with any
 change of vectorization. About 5 % off the recurrent models' train step on
 the AVX-512 machine of docs/results.md.
 
-`train.py`, `evaluate`, `translate` and the benchmark call it first thing;
-code that imports the models into its own experiments can call it too,
-before its first JAX computation. `SEQ2SEQ_JAX_HOST=default` skips it.
+`train.py`, `evaluate`, `translate`, the benchmark, `tools/profile_step.py`
+and the tests (conftest) call it first thing; code that imports the models
+into its own experiments can call it too, before its first JAX computation.
+`SEQ2SEQ_JAX_HOST=default` skips it.
 """
 
 import ctypes

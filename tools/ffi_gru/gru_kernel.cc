@@ -9,7 +9,6 @@
 // intra-op pool) each run half the rows through every step.
 #include <atomic>
 #include <sched.h>
-#include <cmath>
 #include <cstring>
 #include <cstdint>
 #include <vector>
@@ -21,7 +20,6 @@ namespace ffi = xla::ffi;
 using F32 = ffi::Buffer<ffi::F32>;
 using Pred = ffi::Buffer<ffi::PRED>;
 using Out = ffi::Buffer<ffi::F32>;  // a result
-
 
 // The recurrent weights are packed once per call into 64-column panels
 // ([N/64][K][64], each panel contiguous), which each step's matmul streams.
@@ -116,10 +114,13 @@ struct Latch {
   }
 };
 
-// run(0, half) here and run(half, B) on a thread of the pool, then waits.
+// With two or more pool threads: run(0, half) here and run(half, B) on a
+// thread of the pool (half: about B/2, a multiple of the 4-row block), then
+// waits; else run(0, B).
 template <typename Run>
-static void on_two_threads(ffi::ThreadPool& pool, int64_t half, int64_t B, Run& run) {
-  if (half >= B) {
+static void on_two_threads(ffi::ThreadPool& pool, int64_t B, Run& run) {
+  const int64_t half = std::min<int64_t>(B, (B / 2 + 3) / 4 * 4);
+  if (pool.num_threads() < 2 || half >= B) {
     run(0, B);
     return;
   }
@@ -143,10 +144,6 @@ ffi::Error GruForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h,
   const float* bias = b_h.typed_data();
   float* out = seq->typed_data();
   float* hp_all = hps->typed_data();
-  int64_t threads = pool.num_threads();
-  int64_t parts = threads >= 2 ? 2 : 1;
-  int64_t half = ((B / 2) + 3) / 4 * 4;
-  if (half > B) half = B;
   // Rows of the batch never interact in the recurrence: each thread runs its
   // rows through every step, with no synchronization until the end.
   auto run = [&](int64_t b0, int64_t b1) {
@@ -161,7 +158,7 @@ ffi::Error GruForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h,
                  b0, b1, H);
     }
   };
-  on_two_threads(pool, parts == 2 ? half : B, B, run);
+  on_two_threads(pool, B, run);
   return ffi::Error::Success();
 }
 
@@ -224,8 +221,6 @@ ffi::Error GruBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h,
     for (int64_t j = 0; j < G; ++j) wt[j * H + i] = W[i * G + j];
   std::vector<float> wtp(G * H);
   pack_panels(wt.data(), wtp.data(), G, H);
-  int64_t parts = pool.num_threads() >= 2 ? 2 : 1;
-  int64_t half = parts == 2 ? std::min<int64_t>(B, ((B / 2) + 3) / 4 * 4) : B;
   // As in the forward pass, each thread carries its rows back through every step.
   auto run = [&](int64_t b0, int64_t b1) {
     float* cur = grad.data();
@@ -241,7 +236,7 @@ ffi::Error GruBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h,
       std::swap(cur, nxt);
     }
   };
-  on_two_threads(pool, parts == 2 ? half : B, B, run);
+  on_two_threads(pool, B, run);
   if (T % 2 == 1) grad.swap(next);  // the last step wrote `next`
   std::memcpy(grad0->typed_data(), grad.data(), B * H * 4);
   return ffi::Error::Success();
