@@ -34,7 +34,7 @@ def _rnn_seq2seq(cfg, src_vocab_size: int, tgt_vocab_size: int) -> nn.Module:
       bridge=cfg.bridge,
       dropout=cfg.dropout,
       scan_unroll=cfg.get("scan_unroll", 1),
-      recurrence=cfg.get("recurrence", "custom_vjp"),
+      recurrence=cfg.get("recurrence", "fused"),
   )
 
 

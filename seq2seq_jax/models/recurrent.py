@@ -31,7 +31,7 @@ import jax.numpy as jnp
 
 from seq2seq_jax.errors import ConfigError
 from seq2seq_jax.models.dropout import Dropout
-from seq2seq_jax.models import recurrent_vjp
+from seq2seq_jax.models import gru_cpu, recurrent_vjp
 
 Array = jax.Array
 Carry = Any  # h: [batch, hidden], or (c, h) for an LSTM
@@ -128,12 +128,24 @@ def _reverse_within_length(x: Array, lengths: Array) -> Array:
 
 
 # How a layer's recurrence is run and differentiated:
+#   "fused"       GRU layers on a CPU with AVX-512: one compiled kernel call
+#                 for the whole loop, forward and backward (`gru_cpu`); every
+#                 other case (LSTM and RNN cells, GPU, TPU, no compiled
+#                 extension) runs "custom_vjp", chosen automatically;
 #   "custom_vjp"  the forward scan below with a hand-written backward pass that
 #                 moves the recurrent weights' gradient out of the loop
 #                 (`recurrent_vjp`): the same function and gradients, faster;
 #   "scan"        the plain `lax.scan`, differentiated by JAX: the reference
-#                 the other is tested against.
-RECURRENCES = ("custom_vjp", "scan")
+#                 the others are tested against.
+RECURRENCES = ("fused", "custom_vjp", "scan")
+
+
+def _carries(kind: str, recurrence: str):
+  """The function that runs a layer's recurrence for "fused"/"custom_vjp"
+  (the arguments of `recurrent_vjp.carries` after `kind`)."""
+  if kind == "gru" and recurrence == "fused":
+    return gru_cpu.carries
+  return functools.partial(recurrent_vjp.carries, kind)
 
 
 def check_recurrence(name: str, field: str = "model.recurrence") -> None:
@@ -169,10 +181,10 @@ def run_layer(kind: str, params: dict, xp: Array, lengths: Array,
   if reverse:
     xp = _reverse_within_length(xp, lengths)
   check_recurrence(recurrence)
-  if recurrence == "custom_vjp":
+  if recurrence != "scan":
     valid = _valid_steps(steps, lengths)
-    seq = recurrent_vjp.carries(kind, params["w_h"], _recurrent_bias(params),
-                                time_major_gates(xp, num_gates(kind)), valid, carry)
+    seq = _carries(kind, recurrence)(params["w_h"], _recurrent_bias(params),
+                                     time_major_gates(xp, num_gates(kind)), valid, carry)
     return _outputs_and_final(kind, seq, valid, lengths, reverse)
 
   def body(carry, inputs):
@@ -214,13 +226,13 @@ def run_bidirectional(kind: str, params_fwd: dict, params_bwd: dict, x: Array, l
   ((outputs, final) forward, (outputs, final) backward), as two `run_layer`
   calls give them.
 
-  With "custom_vjp", both directions run in one loop: their weights and
+  With "fused" or "custom_vjp", both directions run in one loop: their weights and
   (for the backward one, reversed) inputs are stacked on a leading axis and
   the recurrence is `jax.vmap`ped over it, so each step does one batched
   matmul for the two directions, and the layer costs half the loop
   iterations of two separate scans."""
   check_recurrence(recurrence)
-  if recurrence != "custom_vjp":
+  if recurrence == "scan":
     return tuple(run_layer(kind, p, project(p, x), lengths, reverse=r, unroll=unroll,
                            recurrence=recurrence)
                  for p, r in ((params_fwd, False), (params_bwd, True)))
@@ -231,7 +243,7 @@ def run_bidirectional(kind: str, params_fwd: dict, params_bwd: dict, x: Array, l
   stack = lambda a, b: jax.tree.map(lambda u, v: jnp.stack([u, v]), a, b)  # noqa: E731
   carry = zero_carry(kind, batch, params_fwd["w_h"].shape[0], x.dtype)
   valid = _valid_steps(steps, lengths)
-  seq = jax.vmap(functools.partial(recurrent_vjp.carries, kind), in_axes=(0, 0, 0, None, 0))(
+  seq = jax.vmap(_carries(kind, recurrence), in_axes=(0, 0, 0, None, 0))(
       stack(params_fwd["w_h"], params_bwd["w_h"]),
       stack(_recurrent_bias(params_fwd), _recurrent_bias(params_bwd)), stack(*xs), valid,
       stack(carry, carry))

@@ -107,7 +107,7 @@ class RNNSeq2Seq(nn.Module):
   bridge: str = "dense"
   dropout: float = 0.0
   scan_unroll: int = 1
-  recurrence: str = "custom_vjp"
+  recurrence: str = "fused"
 
   def setup(self):
     if self.decoder not in DECODERS:

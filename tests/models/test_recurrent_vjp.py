@@ -1,7 +1,9 @@
-"""The hand-written backward pass (`recurrence="custom_vjp"`) against JAX's
-autodiff of the plain scan (`recurrence="scan"`): the same values, and the
-same gradients to float32 tolerance, for every cell, direction, padding and
-initial carry, and for whole models that use it."""
+"""The faster recurrences (`recurrence="custom_vjp"`, the hand-written
+backward pass, and "fused", which runs GRU layers on the compiled CPU kernel)
+against JAX's autodiff of the plain scan (`recurrence="scan"`): the same
+values, and the same gradients to float32 tolerance, for every cell,
+direction, padding and initial carry, and for whole models that use them.
+Hidden sizes are multiples of 16, so that "fused" runs the kernel."""
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +15,7 @@ from seq2seq_jax.models.rnn_seq2seq import RNNSeq2Seq
 
 
 def _layer_case(kind: str, seed: int = 0):
-  batch, steps, inputs, hidden = 5, 7, 3, 4
+  batch, steps, inputs, hidden = 5, 7, 3, 16
   gates = recurrent.num_gates(kind)
   k = jax.random.split(jax.random.key(seed), 6)
   params = {"w_i": jax.random.normal(k[0], (inputs, gates * hidden)),
@@ -46,16 +48,21 @@ def _assert_trees_close(a, b, rtol=1e-5, atol=1e-5):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
 
 
-@pytest.mark.parametrize("kind", recurrent.CELLS)
+FAST = ("custom_vjp", "fused")
+# "fused" differs from "custom_vjp" for GRU layers only.
+KIND_AND_FAST = [(kind, "custom_vjp") for kind in recurrent.CELLS] + [("gru", "fused")]
+
+
+@pytest.mark.parametrize("kind,recurrence", KIND_AND_FAST)
 @pytest.mark.parametrize("reverse", [False, True])
-def test_layer_values_and_gradients_equal_autodiff_of_the_scan(kind, reverse):
+def test_layer_values_and_gradients_equal_autodiff_of_the_scan(kind, reverse, recurrence):
   params, x, carry, lengths = _layer_case(kind)
   ref = _layer_loss(kind, reverse, "scan")
-  fast = _layer_loss(kind, reverse, "custom_vjp")
+  fast = _layer_loss(kind, reverse, recurrence)
   out_ref = recurrent.run_layer(kind, params, recurrent.project(params, x), lengths, carry,
                                 reverse=reverse, recurrence="scan")
   out_fast = recurrent.run_layer(kind, params, recurrent.project(params, x), lengths, carry,
-                                 reverse=reverse, recurrence="custom_vjp")
+                                 reverse=reverse, recurrence=recurrence)
   _assert_trees_close(out_ref, out_fast, rtol=1e-6, atol=1e-6)
   grads_ref = jax.grad(ref, argnums=(0, 1, 2))(params, x, carry, lengths)
   grads_fast = jax.grad(fast, argnums=(0, 1, 2))(params, x, carry, lengths)
@@ -64,9 +71,10 @@ def test_layer_values_and_gradients_equal_autodiff_of_the_scan(kind, reverse):
   assert all(float(jnp.max(jnp.abs(g))) > 0 for g in jax.tree.leaves(grads_fast[0]))
 
 
-def test_padding_gets_no_gradient_and_filler_rows_pass_their_carry_through():
+@pytest.mark.parametrize("recurrence", FAST)
+def test_padding_gets_no_gradient_and_filler_rows_pass_their_carry_through(recurrence):
   params, x, carry, lengths = _layer_case("gru", seed=3)
-  grads = jax.grad(_layer_loss("gru", False, "custom_vjp"), argnums=(1, 2))(
+  grads = jax.grad(_layer_loss("gru", False, recurrence), argnums=(1, 2))(
       params, x, carry, lengths)
   dx, dcarry = grads
   steps = np.arange(x.shape[1])[None, :]
@@ -78,19 +86,24 @@ def test_padding_gets_no_gradient_and_filler_rows_pass_their_carry_through():
 
 
 def _model(recurrence, **kw):
-  base = dict(src_vocab_size=11, tgt_vocab_size=9, embed_dim=6, encoder_hidden=5,
-              encoder_layers=2, decoder_hidden=7, decoder_layers=2, attention_dim=4,
+  base = dict(src_vocab_size=11, tgt_vocab_size=9, embed_dim=6, encoder_hidden=16,
+              encoder_layers=2, decoder_hidden=32, decoder_layers=2, attention_dim=4,
               dropout=0.2, recurrence=recurrence)
   base.update(kw)
   return RNNSeq2Seq(**base)
 
 
-@pytest.mark.parametrize("kw", [
-    dict(decoder="plain", encoder_cell="gru", decoder_cell="gru"),
-    dict(decoder="plain", encoder_cell="lstm", decoder_cell="lstm", bidirectional=True),
-    dict(decoder="bahdanau", encoder_cell="rnn", decoder_cell="gru", bidirectional=True),
-], ids=["gru-plain", "lstm-plain-bi", "rnn-bahdanau-bi"])
-def test_models_train_the_same_with_either_recurrence(kw):
+@pytest.mark.parametrize("kw,recurrence", [
+    (dict(decoder="plain", encoder_cell="gru", decoder_cell="gru"), "custom_vjp"),
+    (dict(decoder="plain", encoder_cell="gru", decoder_cell="gru"), "fused"),
+    (dict(decoder="bahdanau", encoder_cell="gru", decoder_cell="gru", bidirectional=True), "fused"),
+    (dict(decoder="plain", encoder_cell="lstm", decoder_cell="lstm", bidirectional=True),
+     "custom_vjp"),
+    (dict(decoder="bahdanau", encoder_cell="rnn", decoder_cell="gru", bidirectional=True),
+     "custom_vjp"),
+], ids=["gru-plain", "gru-plain-fused", "gru-bahdanau-bi-fused", "lstm-plain-bi",
+        "rnn-bahdanau-bi"])
+def test_models_train_the_same_with_either_recurrence(kw, recurrence):
   """Logits and parameter gradients of a training pass (dropout on) agree.
   The plain decoder runs layer by layer with custom_vjp and step by step
   with scan, so this also checks that both draw the same dropout masks."""
@@ -98,7 +111,7 @@ def test_models_train_the_same_with_either_recurrence(kw):
   src = jnp.asarray(rng.integers(4, 11, (3, 6)), jnp.int32)
   src_len = jnp.array([6, 2, 4], jnp.int32)
   tgt_in = jnp.asarray(rng.integers(4, 9, (3, 5)), jnp.int32)
-  ref, fast = _model("scan", **kw), _model("custom_vjp", **kw)
+  ref, fast = _model("scan", **kw), _model(recurrence, **kw)
   params = ref.init(jax.random.key(0), src, src_len, tgt_in)["params"]
 
   def loss(model):
@@ -114,10 +127,11 @@ def test_models_train_the_same_with_either_recurrence(kw):
   _assert_trees_close(grads_ref, grads_fast, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", recurrent.CELLS)
-def test_bidirectional_layer_in_one_loop_equals_two_scans(kind):
-  """run_bidirectional with custom_vjp (both directions vmapped in one loop)
-  against two plain scans: outputs, finals and every gradient."""
+@pytest.mark.parametrize("kind,recurrence", KIND_AND_FAST)
+def test_bidirectional_layer_in_one_loop_equals_two_scans(kind, recurrence):
+  """run_bidirectional with custom_vjp or fused (both directions vmapped in
+  one loop or kernel call) against two plain scans: outputs, finals and every
+  gradient."""
   fwd, x, _, lengths = _layer_case(kind, seed=1)
   bwd, _, _, _ = _layer_case(kind, seed=2)
 
@@ -131,7 +145,7 @@ def test_bidirectional_layer_in_one_loop_equals_two_scans(kind):
     return f
 
   values = [recurrent.run_bidirectional(kind, fwd, bwd, x, lengths, recurrence=r)
-            for r in ("scan", "custom_vjp")]
+            for r in ("scan", recurrence)]
   _assert_trees_close(values[0], values[1], rtol=1e-6, atol=1e-6)
-  grads = [jax.grad(loss(r), argnums=(0, 1, 2))(fwd, bwd, x) for r in ("scan", "custom_vjp")]
+  grads = [jax.grad(loss(r), argnums=(0, 1, 2))(fwd, bwd, x) for r in ("scan", recurrence)]
   _assert_trees_close(grads[0], grads[1])

@@ -1,0 +1,89 @@
+"""The compiled GRU kernel (`gru_cpu`): built by the install, used on this
+CPU, equal to autodiff of the plain scan at sizes that exercise every edge of
+its matmul blocks and thread split, and never in a program compiled for GPU
+or TPU. (tests/models/test_recurrent_vjp.py and test_cells_vs_flax.py check
+layers and whole models with `recurrence="fused"` too.)"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from seq2seq_jax.models import gru_cpu, recurrent
+
+needs_kernel = pytest.mark.skipif(not gru_cpu.available(),
+                                  reason="the kernel needs x86-64 with AVX-512")
+
+
+def test_the_extension_is_built_and_used_when_the_cpu_can_run_it():
+  from seq2seq_jax.models import _gru_cpu  # built by the README's install command
+  assert set(_gru_cpu.handlers()) == {"gru_cpu_forward", "gru_cpu_backward"}
+  assert gru_cpu.available() == _gru_cpu.avx512()
+
+
+def _case(steps, batch, hidden, seed):
+  rng = np.random.default_rng(seed)
+  p = {"w_h": rng.normal(size=(hidden, 3 * hidden)) / np.sqrt(hidden),
+       "b_h": 0.3 * rng.normal(size=3 * hidden),
+       "w_i": rng.normal(size=(5, 3 * hidden)), "b_i": 0.3 * rng.normal(size=3 * hidden)}
+  p = {k: jnp.asarray(v, jnp.float32) for k, v in p.items()}
+  x = jnp.asarray(rng.normal(size=(batch, steps, 5)), jnp.float32)
+  h0 = jnp.asarray(0.5 * rng.normal(size=(batch, hidden)), jnp.float32)
+  lengths = rng.integers(0, steps + 1, size=batch)
+  lengths[0] = steps  # at least one full row (others may be empty)
+  return p, x, h0, jnp.asarray(lengths, jnp.int32)
+
+
+def _loss(recurrence, lengths, reverse):
+  def loss(p, x, h0):
+    out, final = recurrent.run_layer("gru", p, recurrent.project(p, x), lengths, h0,
+                                     reverse=reverse, recurrence=recurrence)
+    w = jnp.cos(jnp.arange(out.size, dtype=jnp.float32).reshape(out.shape))
+    return jnp.sum(out * w) + jnp.sum(jnp.sin(final))
+  return loss
+
+
+@needs_kernel
+@pytest.mark.parametrize("steps,batch,hidden,reverse", [
+    (1, 1, 16, False),    # one step, one row: a single thread, the narrowest panel
+    (9, 13, 48, True),    # odd rows (6-row blocks and a remainder), one full panel
+    (6, 64, 80, False),   # 240 gate columns (five panels), backward 48 + 32
+    (30, 7, 256, True),   # the benchmark's hidden size, long sequence
+])
+def test_kernel_values_and_gradients_equal_autodiff_of_the_scan(steps, batch, hidden, reverse):
+  p, x, h0, lengths = _case(steps, batch, hidden, seed=steps)
+  args = (p, x, h0)
+  np.testing.assert_allclose(jax.jit(_loss("fused", lengths, reverse))(*args),
+                             _loss("scan", lengths, reverse)(*args), rtol=2e-5)
+  got = jax.jit(jax.grad(_loss("fused", lengths, reverse), argnums=(0, 1, 2)))(*args)
+  want = jax.grad(_loss("scan", lengths, reverse), argnums=(0, 1, 2))(*args)
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    scale = float(jnp.max(jnp.abs(w)))
+    assert scale > 0
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=2e-6 * scale)
+
+
+def _grad_program(hidden, dtype=jnp.float32, recurrence="fused"):
+  p, x, h0, lengths = _case(4, 3, hidden, seed=0)
+  p, x, h0 = jax.tree.map(lambda a: a.astype(dtype), (p, x, h0))
+  return jax.jit(jax.grad(_loss(recurrence, lengths, False), argnums=(0, 1, 2))), (p, x, h0)
+
+
+@needs_kernel
+def test_cpu_programs_call_the_kernel_and_gpu_and_tpu_programs_do_not():
+  fn, args = _grad_program(16)
+  cpu = fn.lower(*args).as_text()
+  assert "gru_cpu_forward" in cpu and "gru_cpu_backward" in cpu
+  for platform in ("cuda", "rocm", "tpu"):
+    exported = jax.export.export(fn, platforms=[platform])(*args)
+    assert "gru_cpu_" not in exported.mlir_module()
+    assert "while" in exported.mlir_module()  # the scan that replaces it
+
+
+@pytest.mark.parametrize("hidden,dtype", [(20, jnp.float32), (16, jnp.bfloat16)])
+def test_shapes_and_types_the_kernel_does_not_take_fall_back_to_the_scan(hidden, dtype):
+  fn, args = _grad_program(hidden, dtype)
+  assert "gru_cpu_" not in fn.lower(*args).as_text()
+  reference, _ = _grad_program(hidden, dtype, recurrence="custom_vjp")
+  for got, want in zip(jax.tree.leaves(fn(*args)), jax.tree.leaves(reference(*args))):
+    np.testing.assert_array_equal(got, want)
