@@ -1,5 +1,5 @@
 """The package installs: a wheel built from the checkout by pip (compiling
-the GRU CPU kernel), unpacked outside it, imports from there and trains and
+the CPU kernels), unpacked outside it, imports from there and trains and
 decodes with no `configs/` directory and no checkout on the path."""
 
 import json
@@ -17,7 +17,7 @@ import json, sys
 import jax, numpy as np
 import seq2seq_jax
 from seq2seq_jax import config_defaults, decoding, models, parallel
-from seq2seq_jax.models import _gru_cpu, gru_cpu
+from seq2seq_jax.models import _cpu_kernels, cpu_kernels
 from seq2seq_jax.data import batching
 
 config = config_defaults.get_config()
@@ -32,8 +32,8 @@ state = engine.init_state(model, config.train, jax.random.key(0), batch)
 step = engine.train_step(train_cfg=config.train)
 state, metrics = step(state, engine.put_batch(batch), jax.random.key(1))
 out = decoding.jit_decode(model, 6)(engine.local_params(state), batch["src"], batch["src_len"])
-print(json.dumps({"file": seq2seq_jax.__file__, "kernel": _gru_cpu.__file__,
-                  "kernel_used": gru_cpu.available() == _gru_cpu.avx512(),
+print(json.dumps({"file": seq2seq_jax.__file__, "kernel": _cpu_kernels.__file__,
+                  "kernel_used": cpu_kernels.available() == _cpu_kernels.avx512(),
                   "step": int(state.step),
                   "loss": float(metrics["loss"]), "tokens": np.asarray(out["tokens"]).shape}))
 """
@@ -51,7 +51,7 @@ def test_wheel_installs_and_trains_outside_the_checkout(tmp_path):
     z.extractall(tmp_path / "site")
   assert "seq2seq_jax/config_defaults.py" in names
   assert "seq2seq_jax/benchmark/__main__.py" in names
-  assert [n for n in names if n.startswith("seq2seq_jax/models/_gru_cpu.") and n.endswith(".so")]
+  assert [n for n in names if n.startswith("seq2seq_jax/models/_cpu_kernels.") and n.endswith(".so")]
   assert not [n for n in names if n.startswith(("configs/", "tests/", "tools/"))]
 
   env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"))

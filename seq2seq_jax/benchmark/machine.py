@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from seq2seq_jax import host
 from seq2seq_jax.errors import ConfigError
-from seq2seq_jax.models import gru_cpu, recurrent
+from seq2seq_jax.models import cpu_kernels, recurrent
 from seq2seq_jax.benchmark.options import MODELS, RNN_MODELS, Sizes, torch_version
 
 
@@ -155,8 +155,9 @@ def machine_info(torch_used: bool = False) -> dict:
       "device_count": jax.device_count(),
       "xla_flags": os.environ.get("XLA_FLAGS"),
       "host_settings": host.applied(),  # seq2seq_jax.host, shared by JAX and PyTorch
-      # GRU layers run the compiled kernel (recurrence "fused", the default).
-      "gru_cpu_kernel": gru_cpu.available() and jax.default_backend() == "cpu",
+      # GRU layers and Bahdanau GRU decoders run the compiled kernels
+      # (recurrence "fused", the default).
+      "cpu_kernels": cpu_kernels.available() and jax.default_backend() == "cpu",
       # A persistent compilation cache turns compile times into cache loads.
       "compilation_cache_dir": jax.config.jax_compilation_cache_dir,
   }

@@ -1,103 +1,83 @@
-"""A GRU layer's recurrence as one compiled CPU kernel call, forward and
-backward, with the pure-JAX recurrence as its automatic fallback.
+"""A GRU layer as one compiled CPU kernel call, forward and backward
+(cpu/gru_layer.cc), with the model's pure-JAX recurrence as its automatic
+fallback.
 
-`carries(w_h, b_h, xs, valid, h0)` computes exactly what
-`recurrent_vjp.carries("gru", ...)` computes (same equations, gate order and
-masking; float32 sums in another order, and a polynomial exp good to about
-2e-7), and so do its gradients (the tests compare both with autodiff of the
-plain scan). It runs the kernel (`gru_cpu.cc`, built by pip into
-`_gru_cpu`) when all of these hold, and `recurrent_vjp.carries` otherwise:
+`layer(params, x, lengths, carry, reverse, projected, fallback)` returns what
+`recurrent.run_layer` returns, (outputs [B, T, H] zero on padding, final
+carry [B, H]), for a GRU's weights and either its input x [B, T, E] (the
+kernel does the projection x w_i + b_i too) or the projected input
+(`projected`). Same equations, gate order, masking and reversal as the scan;
+float32 sums in another order, and a polynomial exp good to about 2e-7. The
+tests compare values and gradients with autodiff of the plain scan.
 
-  - the extension was built and this CPU has AVX-512 (`available()`);
-  - the program is compiled for the CPU: on GPU and TPU,
-    `lax.platform_dependent` lowers only the fallback;
-  - float32 and a hidden size that is a multiple of 16.
+It runs the kernel when the kernels are available (`cpu_kernels`), the
+program is compiled for the CPU (`jax.lax.platform_dependent` lowers
+`fallback()` on GPU and TPU), the arrays are float32 and the hidden and
+input sizes are multiples of 16; otherwise `fallback()`.
 
-The kernel runs every step of the loop in one call, with each step's matmul
-near the CPU's peak and the batch's rows split over two cores; XLA's scan
-pays several microseconds per operation per step instead. The backward call
-returns each step's gate gradients and the recurrent weights' gradient is
-one matmul after it, as in `recurrent_vjp`. docs/results.md has the
-measurements.
+The kernel runs every step of the loop in one call, each step's matmuls near
+the CPU's peak and the batch's rows split over two cores, reading and
+writing the model's batch-major layout; XLA's scan pays several microseconds
+per operation per step instead, plus transposes around the loop. The
+backward call adds up the weights' gradients as it goes. docs/results.md has
+the measurements.
 """
 
 import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
-from seq2seq_jax.models import recurrent_vjp
+from seq2seq_jax.models import cpu_kernels
+from seq2seq_jax.models.cpu_kernels import f32
 
 Array = jax.Array
 
 
-@functools.cache
-def available() -> bool:
-  """Whether the kernel was built and this CPU can run it (then its FFI
-  targets are registered with JAX)."""
-  try:
-    from seq2seq_jax.models import _gru_cpu  # the extension setup.py builds
-  except ImportError:
-    return False
-  if not _gru_cpu.avx512():
-    return False
-  for name, capsule in _gru_cpu.handlers().items():
-    jax.ffi.register_ffi_target(name, capsule, platform="cpu")
-  return True
+def _forward(reverse, x, w_i, b_i, w_h, b_h, lengths, h0):
+  b, t, _ = x.shape
+  h, g = w_h.shape
+  return cpu_kernels.call("gru_layer_forward",
+                          (f32(b, t, h), f32(b, h), f32(t, b, h), f32(t, b, g), f32(t, b, g)),
+                          x, w_i, b_i, w_h, b_h, lengths, h0, reverse=reverse)
 
 
-def supports(w_h: Array, xs: tuple) -> bool:
-  """Whether `carries` can use the kernel for these shapes (on a CPU)."""
-  return (available() and w_h.dtype == jnp.float32
-          and all(x.dtype == jnp.float32 for x in xs) and w_h.shape[-2] % 16 == 0)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _kernel(reverse, x, w_i, b_i, w_h, b_h, lengths, h0):
+  return tuple(_forward(reverse, x, w_i, b_i, w_h, b_h, lengths, h0)[:2])
 
 
-def _call(name: str, results, *args):
-  # "broadcast_all": under jax.vmap (the two directions of a bidirectional
-  # layer) every argument gets the mapped axis in front, and the kernel runs
-  # the stacked problems one after the other.
-  return jax.ffi.ffi_call(name, results, vmap_method="broadcast_all")(*args)
+def _kernel_fwd(reverse, *args):
+  out, final, seq, xps, hps = _forward(reverse, *args)
+  return (out, final), (args, seq, xps, hps)
 
 
-def _forward(w_h, b_h, xs, valid, h0):
-  t, b, h = xs[0].shape
-  return _call("gru_cpu_forward", (jax.ShapeDtypeStruct((t, b, h), jnp.float32),
-                                   jax.ShapeDtypeStruct((t, b, 3 * h), jnp.float32)),
-               w_h, b_h, *xs, valid, h0)
-
-
-@jax.custom_vjp
-def _kernel(w_h, b_h, xs, valid, h0):
-  return _forward(w_h, b_h, xs, valid, h0)[0]
-
-
-def _kernel_fwd(w_h, b_h, xs, valid, h0):
-  seq, hps = _forward(w_h, b_h, xs, valid, h0)
-  return seq, (w_h, xs, valid, h0, seq, hps)
-
-
-def _kernel_bwd(residuals, grad_seq):
-  w_h, xs, valid, h0, seq, hps = residuals
-  t, b, h = seq.shape
-  gates, da_n, grad_h0 = _call(
-      "gru_cpu_backward", (jax.ShapeDtypeStruct((t, b, 3 * h), jnp.float32),
-                           jax.ShapeDtypeStruct((t, b, h), jnp.float32),
-                           jax.ShapeDtypeStruct((b, h), jnp.float32)),
-      w_h, grad_seq, seq, h0, *xs, hps, valid)
-  prev = jnp.concatenate([h0[None], seq[:-1]], axis=0)  # each step's input carry
-  grad_w_h = jnp.einsum("tbi,tbj->ij", prev, gates)
-  grad_r, grad_z, _ = jnp.split(gates, 3, axis=-1)
-  # x_n enters as x_n + r * hn: its gradient is da_n (gates holds da_n * r).
-  return grad_w_h, jnp.sum(gates, axis=(0, 1)), (grad_r, grad_z, da_n), None, grad_h0
+def _kernel_bwd(reverse, residuals, grads):
+  (x, w_i, b_i, w_h, b_h, lengths, h0), seq, xps, hps = residuals
+  b, h, g = h0.shape[0], w_h.shape[0], w_h.shape[1]
+  d_x, d_h0, d_w_i, d_b_i, d_w_h, d_b_h = cpu_kernels.call(
+      "gru_layer_backward", (f32(*x.shape), f32(b, h), f32(*w_i.shape), f32(g), f32(h, g), f32(g)),
+      x, w_i, w_h, lengths, h0, seq, xps, hps, *grads, reverse=reverse)
+  return d_x, d_w_i, d_b_i, d_w_h, d_b_h, None, d_h0
 
 
 _kernel.defvjp(_kernel_fwd, _kernel_bwd)
 
 
-def carries(w_h: Array, b_h: Array, xs: tuple, valid: Array, h0: Array) -> Array:
-  """The carry after every step, [time, batch, hidden]: the arguments and
-  result of `recurrent_vjp.carries("gru", ...)`."""
-  fallback = functools.partial(recurrent_vjp.carries, "gru")
-  if not supports(w_h, xs):
-    return fallback(w_h, b_h, xs, valid, h0)
-  return jax.lax.platform_dependent(w_h, b_h, xs, valid, h0, cpu=_kernel, default=fallback)
+def layer(params: dict, x: Array, lengths: Array, carry: Array, reverse: bool, projected: bool,
+          fallback: Callable[[], tuple]) -> tuple:
+  """(outputs [B, T, H], final [B, H]) of a GRU layer with weights `params`
+  (`recurrent.Cell`'s dict) over x [B, T, E], or over x = x w_i + b_i
+  [B, T, 3H] when `projected`; from the kernel where it can run, else from
+  `fallback()`, which must compute the same."""
+  w_h = params["w_h"]
+  gates = w_h.shape[1]
+  w_i = jnp.zeros((0, gates), x.dtype) if projected else params["w_i"]
+  b_i = jnp.zeros((gates,), x.dtype) if projected else params["b_i"]
+  args = (x, w_i, b_i, w_h, params["b_h"], lengths.astype(jnp.int32), carry)
+  if not cpu_kernels.takes(x, w_i, b_i, w_h, params["b_h"], carry,
+                           multiple_of=(w_h.shape[0], x.shape[-1])):
+    return fallback()
+  return jax.lax.platform_dependent(*args, cpu=functools.partial(_kernel, reverse),
+                                    default=lambda *_: fallback())

@@ -129,7 +129,7 @@ def _reverse_within_length(x: Array, lengths: Array) -> Array:
 
 # How a layer's recurrence is run and differentiated:
 #   "fused"       GRU layers on a CPU with AVX-512: one compiled kernel call
-#                 for the whole loop, forward and backward (`gru_cpu`); every
+#                 for the whole layer, forward and backward (`gru_cpu`); every
 #                 other case (LSTM and RNN cells, GPU, TPU, no compiled
 #                 extension) runs "custom_vjp", chosen automatically;
 #   "custom_vjp"  the forward scan below with a hand-written backward pass that
@@ -138,14 +138,6 @@ def _reverse_within_length(x: Array, lengths: Array) -> Array:
 #   "scan"        the plain `lax.scan`, differentiated by JAX: the reference
 #                 the others are tested against.
 RECURRENCES = ("fused", "custom_vjp", "scan")
-
-
-def _carries(kind: str, recurrence: str):
-  """The function that runs a layer's recurrence for "fused"/"custom_vjp"
-  (the arguments of `recurrent_vjp.carries` after `kind`)."""
-  if kind == "gru" and recurrence == "fused":
-    return gru_cpu.carries
-  return functools.partial(recurrent_vjp.carries, kind)
 
 
 def check_recurrence(name: str, field: str = "model.recurrence") -> None:
@@ -178,13 +170,16 @@ def run_layer(kind: str, params: dict, xp: Array, lengths: Array,
   hidden = params["w_h"].shape[0]
   if carry is None:
     carry = zero_carry(kind, batch, hidden, xp.dtype)
+  check_recurrence(recurrence)
+  if kind == "gru" and recurrence == "fused":
+    return gru_cpu.layer(params, xp, lengths, carry, reverse, projected=True, fallback=lambda: (
+        run_layer(kind, params, xp, lengths, carry, reverse, unroll, "custom_vjp")))
   if reverse:
     xp = _reverse_within_length(xp, lengths)
-  check_recurrence(recurrence)
   if recurrence != "scan":
     valid = _valid_steps(steps, lengths)
-    seq = _carries(kind, recurrence)(params["w_h"], _recurrent_bias(params),
-                                     time_major_gates(xp, num_gates(kind)), valid, carry)
+    seq = recurrent_vjp.carries(kind, params["w_h"], _recurrent_bias(params),
+                                time_major_gates(xp, num_gates(kind)), valid, carry)
     return _outputs_and_final(kind, seq, valid, lengths, reverse)
 
   def body(carry, inputs):
@@ -200,6 +195,20 @@ def run_layer(kind: str, params: dict, xp: Array, lengths: Array,
   if reverse:
     outputs = _reverse_within_length(outputs, lengths)
   return outputs, final
+
+
+def encode_layer(kind: str, params: dict, x: Array, lengths: Array, reverse: bool = False,
+                 unroll: int = 1, recurrence: str = "scan"):
+  """`run_layer` over the layer's input x [batch, time, in] (not yet
+  projected) from a zero carry: with "fused", a GRU layer's kernel does the
+  projection too."""
+  if kind == "gru" and recurrence == "fused":
+    carry = zero_carry(kind, x.shape[0], params["w_h"].shape[0], x.dtype)
+    return gru_cpu.layer(params, x, lengths, carry, reverse, projected=False, fallback=lambda: (
+        run_layer(kind, params, project(params, x), lengths, carry, reverse, unroll,
+                  "custom_vjp")))
+  return run_layer(kind, params, project(params, x), lengths, reverse=reverse, unroll=unroll,
+                   recurrence=recurrence)
 
 
 def _valid_steps(steps: int, lengths: Array) -> Array:
@@ -226,12 +235,19 @@ def run_bidirectional(kind: str, params_fwd: dict, params_bwd: dict, x: Array, l
   ((outputs, final) forward, (outputs, final) backward), as two `run_layer`
   calls give them.
 
-  With "fused" or "custom_vjp", both directions run in one loop: their weights and
+  A GRU with "fused" runs the two directions as two kernel calls. With
+  "custom_vjp", both directions run in one loop: their weights and
   (for the backward one, reversed) inputs are stacked on a leading axis and
   the recurrence is `jax.vmap`ped over it, so each step does one batched
   matmul for the two directions, and the layer costs half the loop
   iterations of two separate scans."""
   check_recurrence(recurrence)
+  if kind == "gru" and recurrence == "fused":
+    # Two kernel calls, each with its own fallback (run_layer) where the
+    # kernel cannot run: off the CPU, other sizes.
+    return tuple(encode_layer(kind, p, x, lengths, reverse=r, unroll=unroll,
+                              recurrence=recurrence)
+                 for p, r in ((params_fwd, False), (params_bwd, True)))
   if recurrence == "scan":
     return tuple(run_layer(kind, p, project(p, x), lengths, reverse=r, unroll=unroll,
                            recurrence=recurrence)
@@ -243,7 +259,7 @@ def run_bidirectional(kind: str, params_fwd: dict, params_bwd: dict, x: Array, l
   stack = lambda a, b: jax.tree.map(lambda u, v: jnp.stack([u, v]), a, b)  # noqa: E731
   carry = zero_carry(kind, batch, params_fwd["w_h"].shape[0], x.dtype)
   valid = _valid_steps(steps, lengths)
-  seq = jax.vmap(_carries(kind, recurrence), in_axes=(0, 0, 0, None, 0))(
+  seq = jax.vmap(functools.partial(recurrent_vjp.carries, kind), in_axes=(0, 0, 0, None, 0))(
       stack(params_fwd["w_h"], params_bwd["w_h"]),
       stack(_recurrent_bias(params_fwd), _recurrent_bias(params_bwd)), stack(*xs), valid,
       stack(carry, carry))
@@ -343,8 +359,8 @@ class RecurrentEncoder(nn.Module):
         x = jnp.concatenate([out_f, out_b], axis=-1)
         finals.append((final_f, final_b))
       else:
-        x, final = run_layer(self.kind, fwd, project(fwd, x), lengths, unroll=self.unroll,
-                             recurrence=self.recurrence)
+        x, final = encode_layer(self.kind, fwd, x, lengths, unroll=self.unroll,
+                                recurrence=self.recurrence)
         finals.append((final,))
       if layer < self.num_layers - 1 and self.dropout > 0:
         # Padding stays exactly zero: dropout only scales or zeroes.

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from seq2seq_jax.models import attention as attn_lib
+from seq2seq_jax.models import decoder_cpu
 from seq2seq_jax.models import dropout as dropout_lib
 from seq2seq_jax.models import recurrent
 
@@ -228,13 +229,18 @@ class RNNSeq2Seq(nn.Module):
     aux = {}
 
     if gold_prob is None:
-      def body(state, inputs):
-        e_t, ep_t, t = inputs
-        step_key = None if key is None else jax.random.fold_in(key, t)
-        state, features, weights = self._step(params, state, e_t, ep_t, step_key, train)
-        return state, (features, weights)
+      def scan_loop(state):
+        def body(state, inputs):
+          e_t, ep_t, t = inputs
+          step_key = None if key is None else jax.random.fold_in(key, t)
+          state, features, weights = self._step(params, state, e_t, ep_t, step_key, train)
+          return state, (features, weights)
+        return jax.lax.scan(body, state, xs, unroll=self.scan_unroll)[1]
 
-      _, (features, weights) = jax.lax.scan(body, state, xs, unroll=self.scan_unroll)
+      if self._fused_decoder():
+        features, weights = self._fused_loop(params, state, xs[0], ep, key, scan_loop)
+      else:
+        features, weights = scan_loop(state)
     else:
       features, weights, aux["gold_fraction"] = self._scheduled_scan(
           params, state, xs, key, train, gold_prob, sample_predictions)
@@ -242,6 +248,47 @@ class RNNSeq2Seq(nn.Module):
     logits = self.output(self.drop(features, deterministic=not train))
     aux["attention"] = None if weights is None else jnp.swapaxes(weights, 0, 1)
     return logits, aux
+
+  def _fused_decoder(self) -> bool:
+    """Whether the teacher-forced loop goes to `decoder_cpu` (which still
+    falls back to the scan where its kernel cannot run)."""
+    return (self.recurrence == "fused" and self.decoder == "bahdanau"
+            and self.decoder_cell == "gru" and self.attention_score == "additive"
+            and self.attention_normalizer == "softmax")
+
+  def _fused_loop(self, params: dict, state: dict, e: Array, ep: tuple,
+                  key: Optional[Array], scan_loop):
+    """`scan_loop(state)`'s (features, weights), time-major, through
+    `decoder_cpu.teacher_forced`. e: [T, B, embed]; ep: per gate [T, B, H];
+    key: the dropout key of the layers (None: no dropout between them)."""
+    cells, hidden = params["cells"], self.decoder_hidden
+    steps, batch = e.shape[:2]
+    masks = jnp.zeros((0,), e.dtype)
+    if key is not None:  # the masks `_step` draws: step t, layer l from fold_in(fold_in(key, t), l)
+      ones = jnp.ones((batch, hidden), e.dtype)
+      masks = jax.vmap(lambda t: jnp.stack([
+          dropout_lib.dropout(jax.random.fold_in(jax.random.fold_in(key, t), l), self.dropout, ones)
+          for l in range(self.decoder_layers - 1)]))(jnp.arange(steps))
+
+    def stack(name, layers):  # [layers, ...]; layers 1.. may be none
+      if layers:
+        return jnp.stack([c[name] for c in layers])
+      return jnp.zeros((0,) + cells[0][name].shape[-1:] if name == "b_i" else
+                       (0, hidden, 3 * hidden), cells[0][name].dtype)
+    arrays = decoder_cpu.DecoderArrays(
+        ep=jnp.concatenate(ep, axis=-1), keys=state["keys"], values=state["values"],
+        src_len=state["src_len"].astype(jnp.int32), h0=jnp.stack(state["carry"]),
+        w_q=params["score"]["w_q"], v=params["score"]["v"],
+        w_ic=cells[0]["w_i"][self.embed_dim:], w_h=stack("w_h", cells), b_h=stack("b_h", cells),
+        w_i=stack("w_i", cells[1:]), b_i=stack("b_i", cells[1:]), masks=masks)
+
+    def fallback(arrays):  # the model's scan; returns what the kernel returns
+      features, weights = scan_loop(state)
+      return (features[..., :hidden], features[..., hidden:hidden + self._memory_dim()],
+              weights)
+
+    tops, contexts, weights = decoder_cpu.teacher_forced(arrays, fallback)
+    return jnp.concatenate([tops, contexts, e], axis=-1), weights
 
   def _scheduled_scan(self, params, state, xs, key, train, gold_prob, sample_predictions):
     """The decoder scan with each step's input chosen between the gold token

@@ -1,4 +1,4 @@
-"""The compiled GRU kernel (`gru_cpu`): built by the install, used on this
+"""The compiled GRU layer kernel (`gru_cpu`, cpu/gru_layer.cc): built by the install, used on this
 CPU, equal to autodiff of the plain scan at sizes that exercise every edge of
 its matmul blocks and thread split, and never in a program compiled for GPU
 or TPU. (tests/models/test_recurrent_vjp.py and test_cells_vs_flax.py check
@@ -9,57 +9,66 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seq2seq_jax.models import gru_cpu, recurrent
+from seq2seq_jax.models import cpu_kernels, recurrent
 
-needs_kernel = pytest.mark.skipif(not gru_cpu.available(),
-                                  reason="the kernel needs x86-64 with AVX-512")
+needs_kernel = pytest.mark.skipif(not cpu_kernels.available(),
+                                  reason="the kernels need x86-64 with AVX-512")
 
 
 def test_the_extension_is_built_and_used_when_the_cpu_can_run_it():
-  from seq2seq_jax.models import _gru_cpu  # built by the README's install command
-  assert set(_gru_cpu.handlers()) == {"gru_cpu_forward", "gru_cpu_backward"}
-  assert gru_cpu.available() == _gru_cpu.avx512()
+  from seq2seq_jax.models import _cpu_kernels  # built by the README's install command
+  assert set(_cpu_kernels.handlers()) == {
+      f"{kernel}_{way}" for kernel in ("gru_layer", "bahdanau_decoder")
+      for way in ("forward", "backward")}
+  assert cpu_kernels.available() == _cpu_kernels.avx512()
 
 
 def _case(steps, batch, hidden, seed):
   rng = np.random.default_rng(seed)
   p = {"w_h": rng.normal(size=(hidden, 3 * hidden)) / np.sqrt(hidden),
        "b_h": 0.3 * rng.normal(size=3 * hidden),
-       "w_i": rng.normal(size=(5, 3 * hidden)), "b_i": 0.3 * rng.normal(size=3 * hidden)}
+       "w_i": rng.normal(size=(32, 3 * hidden)) / 4, "b_i": 0.3 * rng.normal(size=3 * hidden)}
   p = {k: jnp.asarray(v, jnp.float32) for k, v in p.items()}
-  x = jnp.asarray(rng.normal(size=(batch, steps, 5)), jnp.float32)
+  x = jnp.asarray(rng.normal(size=(batch, steps, 32)), jnp.float32)
   h0 = jnp.asarray(0.5 * rng.normal(size=(batch, hidden)), jnp.float32)
   lengths = rng.integers(0, steps + 1, size=batch)
   lengths[0] = steps  # at least one full row (others may be empty)
   return p, x, h0, jnp.asarray(lengths, jnp.int32)
 
 
-def _loss(recurrence, lengths, reverse):
+def _loss(recurrence, lengths, reverse, projected=True):
+  """A scalar of every output and the final carry. projected: the layer gets
+  x w_i + b_i (run_layer); else x itself (encode_layer: the kernel projects)."""
   def loss(p, x, h0):
-    out, final = recurrent.run_layer("gru", p, recurrent.project(p, x), lengths, h0,
-                                     reverse=reverse, recurrence=recurrence)
+    if projected:
+      out, final = recurrent.run_layer("gru", p, recurrent.project(p, x), lengths, h0,
+                                       reverse=reverse, recurrence=recurrence)
+    else:  # from a zero carry; h0 only scales the input, to keep the signature
+      out, final = recurrent.encode_layer("gru", p, x * (1.0 + h0[:, :1, None]), lengths,
+                                          reverse=reverse, recurrence=recurrence)
     w = jnp.cos(jnp.arange(out.size, dtype=jnp.float32).reshape(out.shape))
     return jnp.sum(out * w) + jnp.sum(jnp.sin(final))
   return loss
 
 
 @needs_kernel
+@pytest.mark.parametrize("projected", [True, False], ids=["projected", "input"])
 @pytest.mark.parametrize("steps,batch,hidden,reverse", [
     (1, 1, 16, False),    # one step, one row: a single thread, the narrowest panel
     (9, 13, 48, True),    # odd rows (6-row blocks and a remainder), one full panel
     (6, 64, 80, False),   # 240 gate columns (five panels), backward 48 + 32
     (30, 7, 256, True),   # the benchmark's hidden size, long sequence
 ])
-def test_kernel_values_and_gradients_equal_autodiff_of_the_scan(steps, batch, hidden, reverse):
+def test_kernel_values_and_gradients_equal_autodiff_of_the_scan(steps, batch, hidden, reverse,
+                                                                projected):
   p, x, h0, lengths = _case(steps, batch, hidden, seed=steps)
   args = (p, x, h0)
-  np.testing.assert_allclose(jax.jit(_loss("fused", lengths, reverse))(*args),
-                             _loss("scan", lengths, reverse)(*args), rtol=2e-5)
-  got = jax.jit(jax.grad(_loss("fused", lengths, reverse), argnums=(0, 1, 2)))(*args)
-  want = jax.grad(_loss("scan", lengths, reverse), argnums=(0, 1, 2))(*args)
+  np.testing.assert_allclose(jax.jit(_loss("fused", lengths, reverse, projected))(*args),
+                             _loss("scan", lengths, reverse, projected)(*args), rtol=2e-5)
+  got = jax.jit(jax.grad(_loss("fused", lengths, reverse, projected), argnums=(0, 1, 2)))(*args)
+  want = jax.grad(_loss("scan", lengths, reverse, projected), argnums=(0, 1, 2))(*args)
   for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-    scale = float(jnp.max(jnp.abs(w)))
-    assert scale > 0
+    scale = float(jnp.max(jnp.abs(w)))  # 0 for w_h after one step from a zero carry: then exact
     np.testing.assert_allclose(g, w, rtol=1e-4, atol=2e-6 * scale)
 
 
@@ -73,17 +82,17 @@ def _grad_program(hidden, dtype=jnp.float32, recurrence="fused"):
 def test_cpu_programs_call_the_kernel_and_gpu_and_tpu_programs_do_not():
   fn, args = _grad_program(16)
   cpu = fn.lower(*args).as_text()
-  assert "gru_cpu_forward" in cpu and "gru_cpu_backward" in cpu
+  assert "gru_layer_forward" in cpu and "gru_layer_backward" in cpu
   for platform in ("cuda", "rocm", "tpu"):
     exported = jax.export.export(fn, platforms=[platform])(*args)
-    assert "gru_cpu_" not in exported.mlir_module()
+    assert "gru_layer_" not in exported.mlir_module()
     assert "while" in exported.mlir_module()  # the scan that replaces it
 
 
 @pytest.mark.parametrize("hidden,dtype", [(20, jnp.float32), (16, jnp.bfloat16)])
 def test_shapes_and_types_the_kernel_does_not_take_fall_back_to_the_scan(hidden, dtype):
   fn, args = _grad_program(hidden, dtype)
-  assert "gru_cpu_" not in fn.lower(*args).as_text()
+  assert "gru_layer_" not in fn.lower(*args).as_text()
   reference, _ = _grad_program(hidden, dtype, recurrence="custom_vjp")
   for got, want in zip(jax.tree.leaves(fn(*args)), jax.tree.leaves(reference(*args))):
     np.testing.assert_array_equal(got, want)

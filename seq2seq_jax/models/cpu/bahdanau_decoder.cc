@@ -1,0 +1,411 @@
+// The teacher-forced loop of a Bahdanau attention decoder with GRU layers,
+// forward and backward, each as one XLA FFI call: the kernel behind
+// `seq2seq_jax.models.decoder_cpu`. Float32; hidden, attention and memory
+// sizes multiples of 16.
+//
+// Step t, as RNNSeq2Seq._step computes it for decoder="bahdanau" (additive
+// score, softmax, GRU layers):
+//   q = h_top(t-1) w_q;  s_j = v . tanh(k_j + q) for j < src_len (k: the
+//   projected keys);  a = softmax(s);  c = sum_j a_j m_j (m: the memory);
+//   layer 0: GRU on x = ep_t + c w_ic (ep: the embedding's share, with b_i);
+//   layer l > 0: GRU on x = (h_{l-1}(t) * m_{t,l}) w_i[l] + b_i[l], where the
+//   dropout mask m (0, or 1 / the keep probability) is drawn outside, by the
+//   same keys as the model's scan, or absent (no dropout).
+// Outputs per step: the top layer's state, the context c and the weights a.
+// The forward pass also keeps every layer's carries, both pre-activations
+// and q for the backward pass, which recomputes tanh(k + q).
+//
+// As in gru_layer.cc, the batch's rows run on two threads with no
+// synchronisation between steps (nothing mixes rows), and the weights'
+// gradients are added up as the backward pass goes (per thread, summed at
+// the end). Leading dimensions (jax.vmap, as for an ensemble) are
+// independent problems, run one after the other.
+#include <cmath>
+
+#include "kernels.h"
+
+#ifdef SEQ2SEQ_CPU_KERNELS
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq,fma")
+
+namespace cpu_kernels {
+namespace {
+
+struct Dims {
+  int64_t T, B, H, G, S, A, D, L;
+};
+
+Dims dims_of(F32& ep, F32& keys, F32& values, F32& h0) {
+  const auto e = ep.dimensions(), k = keys.dimensions(), m = values.dimensions(),
+             h = h0.dimensions();
+  const int64_t T = e[e.size() - 3], B = e[e.size() - 2], G = e[e.size() - 1];
+  return {T, B, G / 3, G, k[k.size() - 2], k[k.size() - 1], m[m.size() - 1], h[h.size() - 3]};
+}
+
+ffi::Error check(const Dims& d) {
+  if (d.H % 16 || d.A % 16 || d.D % 16)
+    return ffi::Error::InvalidArgument(
+        "bahdanau_decoder: hidden, attention and memory sizes must be multiples of 16");
+  return ffi::Error::Success();
+}
+
+// The attention of rows b0:b1 at one step: weights a [B, S] and context
+// c [B, D] from the query q [B, A].
+void attend_rows(const Dims& d, const float* keys, const float* values, const int32_t* src_len,
+                 const float* v, const float* q, float* weights, float* context, int64_t b0,
+                 int64_t b1) {
+  const int64_t S = d.S, A = d.A, D = d.D;
+  std::vector<float> s(S);
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t len = std::clamp<int64_t>(src_len[b], 0, S);
+    const float* kb = keys + b * S * A;
+    const float* qb = q + b * A;
+    float* w = weights + b * S;
+    float top = -INFINITY;
+    for (int64_t j = 0; j < len; ++j) {
+      __m512 acc = _mm512_setzero_ps();
+      for (int64_t a = 0; a < A; a += 16)
+        acc = _mm512_fmadd_ps(tanh16(_mm512_add_ps(load(kb + j * A + a), load(qb + a))),
+                              load(v + a), acc);
+      s[j] = _mm512_reduce_add_ps(acc);
+      top = std::max(top, s[j]);
+    }
+    float sum = 0.f;
+    for (int64_t j = 0; j < len; ++j) sum += (s[j] = std::exp(s[j] - top));
+    for (int64_t j = 0; j < S; ++j) w[j] = j < len ? s[j] / sum : 0.f;
+    const float* mb = values + b * S * D;
+    for (int64_t i = 0; i < D; i += 16) {
+      __m512 acc = _mm512_setzero_ps();
+      for (int64_t j = 0; j < len; ++j)
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(w[j]), load(mb + j * D + i), acc);
+      _mm512_storeu_ps(context + b * D + i, acc);
+    }
+  }
+}
+
+// Layer l's input at step t for rows b0:b1 (l > 0): the layer below's new
+// carry, times its dropout mask if there is one (then written to `scratch`).
+const float* layer_input(const float* below, const float* masks, int64_t t, int64_t l,
+                         const Dims& d, float* scratch, int64_t b0, int64_t b1) {
+  if (!masks) return below;
+  const float* m = masks + (t * (d.L - 1) + l - 1) * d.B * d.H;
+  for (int64_t i = b0 * d.H; i < b1 * d.H; ++i) scratch[i] = below[i] * m[i];
+  return scratch;
+}
+
+ffi::Error Forward(ffi::ThreadPool pool, F32 ep, F32 keys, F32 values, S32 src_len, F32 h0,
+                   F32 w_q, F32 v, F32 w_ic, F32 w_h, F32 b_h, F32 w_i, F32 b_i, F32 masks,
+                   Out tops,
+                   Out contexts, Out weights, Out carries, Out hps, Out xps, Out qs) {
+  const Dims d = dims_of(ep, keys, values, h0);
+  if (auto e = check(d); e.failure()) return e;
+  const int64_t T = d.T, B = d.B, H = d.H, G = d.G, S = d.S, A = d.A, D = d.D, L = d.L;
+  std::vector<float> wq_p(H * A), wic_p(D * G), wh_p(L * H * G), wi_p((L - 1) * H * G),
+      dropped(B * H);
+  const bool dropout = masks.element_count() > 0;
+  for (int64_t p = 0; p < leading(ep.dimensions(), 3); ++p) {
+    pack_panels(w_q.typed_data() + p * H * A, wq_p.data(), H, A);
+    pack_panels(w_ic.typed_data() + p * D * G, wic_p.data(), D, G);
+    for (int64_t l = 0; l < L; ++l)
+      pack_panels(w_h.typed_data() + (p * L + l) * H * G, wh_p.data() + l * H * G, H, G);
+    for (int64_t l = 0; l + 1 < L; ++l)
+      pack_panels(w_i.typed_data() + (p * (L - 1) + l) * H * G, wi_p.data() + l * H * G, H, G);
+    const float* ep_p = ep.typed_data() + p * T * B * G;
+    const float* k_p = keys.typed_data() + p * B * S * A;
+    const float* m_p = values.typed_data() + p * B * S * D;
+    const int32_t* len_p = src_len.typed_data() + p * B;
+    const float* h0_p = h0.typed_data() + p * L * B * H;
+    const float* v_p = v.typed_data() + p * A;
+    const float* bh_p = b_h.typed_data() + p * L * G;
+    const float* bi_p = b_i.typed_data() + p * (L - 1) * G;
+    float* tops_p = tops->typed_data() + p * T * B * H;
+    float* ctx_p = contexts->typed_data() + p * T * B * D;
+    float* w_p = weights->typed_data() + p * T * B * S;
+    float* car_p = carries->typed_data() + p * T * L * B * H;
+    float* hps_p = hps->typed_data() + p * T * L * B * G;
+    float* xps_p = xps->typed_data() + p * T * L * B * G;
+    float* qs_p = qs->typed_data() + p * T * B * A;
+    const float* masks_p = dropout ? masks.typed_data() + p * T * (L - 1) * B * H : nullptr;
+    auto carry = [&](int64_t t, int64_t l) {  // layer l's carry after step t (t = -1: h0)
+      return t < 0 ? h0_p + l * B * H : car_p + (t * L + l) * B * H;
+    };
+    on_two_threads(pool, B, [&](int64_t b0, int64_t b1) {
+      const int64_t rows = b1 - b0;
+      for (int64_t t = 0; t < T; ++t) {
+        float* q = qs_p + t * B * A;
+        float* ctx = ctx_p + t * B * D;
+        gemm_packed(carry(t - 1, L - 1), wq_p.data(), nullptr, q, b0, b1, H, A);
+        attend_rows(d, k_p, m_p, len_p, v_p, q, w_p + t * B * S, ctx, b0, b1);
+        for (int64_t l = 0; l < L; ++l) {
+          float* x = xps_p + (t * L + l) * B * G;
+          float* hp = hps_p + (t * L + l) * B * G;
+          if (l == 0) {
+            std::memcpy(x + b0 * G, ep_p + (t * B + b0) * G, rows * G * 4);
+            gemm_packed<true>(ctx, wic_p.data(), nullptr, x, b0, b1, D, G);
+          } else {
+            const float* in = layer_input(carry(t, l - 1), masks_p, t, l, d, dropped.data(), b0, b1);
+            gemm_packed(in, wi_p.data() + (l - 1) * H * G, bi_p + (l - 1) * G, x, b0, b1, H, G);
+          }
+          gemm_packed(carry(t - 1, l), wh_p.data() + l * H * G, bh_p + l * G, hp, b0, b1, H, G);
+          gru_gates({x, x + H, x + 2 * H, G}, hp, nullptr, carry(t - 1, l),
+                    car_p + (t * L + l) * B * H, b0, b1, H);
+        }
+        std::memcpy(tops_p + (t * B + b0) * H, carry(t, L - 1) + b0 * H, rows * H * 4);
+      }
+    });
+  }
+  return ffi::Error::Success();
+}
+
+// The attention's backward pass for rows b0:b1 at one step: from the
+// context's gradient dc [B, D] and the weights' gradient dw [B, S], adds to
+// the memory's and keys' gradients (dm [B, S, D], dk [B, S, A]) and to dv
+// [A], and writes the query's gradient dq [B, A].
+void attend_rows_backward(const Dims& d, const float* keys, const float* values,
+                          const int32_t* src_len, const float* v, const float* q,
+                          const float* weights, const float* dc, const float* dw, float* dm,
+                          float* dk, float* dv, float* dq, int64_t b0, int64_t b1) {
+  const int64_t S = d.S, A = d.A, D = d.D;
+  std::vector<float> ds(S);
+  const __m512 one = _mm512_set1_ps(1.f);
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t len = std::clamp<int64_t>(src_len[b], 0, S);
+    const float* w = weights + b * S;
+    const float* mb = values + b * S * D;
+    const float* dcb = dc + b * D;
+    float dot = 0.f;
+    for (int64_t j = 0; j < len; ++j) {
+      __m512 acc = _mm512_setzero_ps();
+      const __m512 wj = _mm512_set1_ps(w[j]);
+      for (int64_t i = 0; i < D; i += 16) {
+        const __m512 g = load(dcb + i);
+        acc = _mm512_fmadd_ps(g, load(mb + j * D + i), acc);
+        float* dmj = dm + (b * S + j) * D + i;
+        _mm512_storeu_ps(dmj, _mm512_fmadd_ps(wj, g, load(dmj)));
+      }
+      ds[j] = _mm512_reduce_add_ps(acc) + dw[b * S + j];  // the gradient of weight j
+      dot += w[j] * ds[j];
+    }
+    for (int64_t j = 0; j < len; ++j) ds[j] = w[j] * (ds[j] - dot);  // softmax backward
+    const float* kb = keys + b * S * A;
+    float* dkb = dk + b * S * A;
+    for (int64_t a = 0; a < A; a += 16) {
+      const __m512 qa = load(q + b * A + a), va = load(v + a);
+      __m512 dqa = _mm512_setzero_ps(), dva = _mm512_setzero_ps();
+      for (int64_t j = 0; j < len; ++j) {
+        const __m512 u = tanh16(_mm512_add_ps(load(kb + j * A + a), qa));
+        const __m512 s = _mm512_set1_ps(ds[j]);
+        const __m512 g = _mm512_mul_ps(_mm512_mul_ps(s, va), _mm512_fnmadd_ps(u, u, one));
+        _mm512_storeu_ps(dkb + j * A + a, _mm512_add_ps(load(dkb + j * A + a), g));
+        dqa = _mm512_add_ps(dqa, g);
+        dva = _mm512_fmadd_ps(s, u, dva);
+      }
+      _mm512_storeu_ps(dq + b * A + a, dqa);
+      _mm512_storeu_ps(dv + a, _mm512_add_ps(load(dv + a), dva));
+    }
+  }
+}
+
+// The weights' gradients, one set per thread: the first thread's are the
+// outputs, the second's a scratch buffer added to them at the end.
+struct WeightGrads {
+  float *w_q, *v, *w_ic, *w_h, *b_h, *w_i, *b_i;
+  static int64_t size(const Dims& d) {
+    return d.H * d.A + d.A + d.D * d.G + d.L * (d.H * d.G + d.G) + (d.L - 1) * (d.H * d.G + d.G);
+  }
+  static WeightGrads in(float* f, const Dims& d) {  // consecutive in f, in this order
+    WeightGrads g;
+    g.w_q = f;
+    g.v = g.w_q + d.H * d.A;
+    g.w_ic = g.v + d.A;
+    g.w_h = g.w_ic + d.D * d.G;
+    g.b_h = g.w_h + d.L * d.H * d.G;
+    g.w_i = g.b_h + d.L * d.G;
+    g.b_i = g.w_i + (d.L - 1) * d.H * d.G;
+    return g;
+  }
+};
+
+ffi::Error Backward(ffi::ThreadPool pool, F32 keys, F32 values, S32 src_len, F32 h0, F32 w_q,
+                    F32 v, F32 w_ic, F32 w_h, F32 w_i, F32 masks, F32 contexts, F32 weights, F32 carries,
+                    F32 hps, F32 xps, F32 qs, F32 d_tops, F32 d_contexts, F32 d_weights,
+                    Out d_ep, Out d_keys, Out d_values, Out d_h0, Out d_w_q, Out d_v, Out d_w_ic,
+                    Out d_w_h, Out d_b_h, Out d_w_i, Out d_b_i) {
+  const auto td = d_tops.dimensions(), kd = keys.dimensions(), hd = h0.dimensions();
+  const int64_t T = td[td.size() - 3], B = td[td.size() - 2], H = td[td.size() - 1];
+  const Dims d{T, B, H, 3 * H, kd[kd.size() - 2], kd[kd.size() - 1],
+               values.dimensions()[values.dimensions().size() - 1], hd[hd.size() - 3]};
+  if (auto e = check(d); e.failure()) return e;
+  const int64_t G = d.G, S = d.S, A = d.A, D = d.D, L = d.L;
+  std::vector<float> wqT(A * H), wicT(G * D), whT(L * G * H), wiT((L - 1) * G * H);
+  // Per row: the carries' gradients (two sets that swap each step), and one
+  // step's pre-activation, context and query gradients and `keep`.
+  std::vector<float> dh_a(L * B * H), dh_b(L * B * H), dhp(B * G), dxp(B * G), dc(B * D),
+      dq(B * A), keep(B * H), dropped(B * H), dinput(B * H), other(WeightGrads::size(d));
+  const bool dropout = masks.element_count() > 0;
+  for (int64_t p = 0; p < leading(td, 3); ++p) {
+    pack_transposed(w_q.typed_data() + p * H * A, wqT.data(), H, A);
+    pack_transposed(w_ic.typed_data() + p * D * G, wicT.data(), D, G);
+    for (int64_t l = 0; l < L; ++l)
+      pack_transposed(w_h.typed_data() + (p * L + l) * H * G, whT.data() + l * G * H, H, G);
+    for (int64_t l = 0; l + 1 < L; ++l)
+      pack_transposed(w_i.typed_data() + (p * (L - 1) + l) * H * G, wiT.data() + l * G * H, H, G);
+    const float* k_p = keys.typed_data() + p * B * S * A;
+    const float* m_p = values.typed_data() + p * B * S * D;
+    const int32_t* len_p = src_len.typed_data() + p * B;
+    const float* h0_p = h0.typed_data() + p * L * B * H;
+    const float* v_p = v.typed_data() + p * A;
+    const float* ctx_p = contexts.typed_data() + p * T * B * D;
+    const float* w_p = weights.typed_data() + p * T * B * S;
+    const float* car_p = carries.typed_data() + p * T * L * B * H;
+    const float* hps_p = hps.typed_data() + p * T * L * B * G;
+    const float* xps_p = xps.typed_data() + p * T * L * B * G;
+    const float* qs_p = qs.typed_data() + p * T * B * A;
+    const float* dtop_p = d_tops.typed_data() + p * T * B * H;
+    const float* dctx_p = d_contexts.typed_data() + p * T * B * D;
+    const float* dw_p = d_weights.typed_data() + p * T * B * S;
+    float* dep_p = d_ep->typed_data() + p * T * B * G;
+    float* dk_p = d_keys->typed_data() + p * B * S * A;
+    float* dm_p = d_values->typed_data() + p * B * S * D;
+    const float* masks_p = dropout ? masks.typed_data() + p * T * (L - 1) * B * H : nullptr;
+    WeightGrads mine{d_w_q->typed_data() + p * H * A, d_v->typed_data() + p * A,
+                     d_w_ic->typed_data() + p * D * G, d_w_h->typed_data() + p * L * H * G,
+                     d_b_h->typed_data() + p * L * G, d_w_i->typed_data() + p * (L - 1) * H * G,
+                     d_b_i->typed_data() + p * (L - 1) * G};
+    const WeightGrads theirs = WeightGrads::in(other.data(), d);
+    std::fill(other.begin(), other.end(), 0.f);
+    for (auto [f, n] : {std::pair{mine.w_q, H * A}, {mine.v, A}, {mine.w_ic, D * G},
+                        {mine.w_h, L * H * G}, {mine.b_h, L * G}, {mine.w_i, (L - 1) * H * G},
+                        {mine.b_i, (L - 1) * G}})
+      std::fill(f, f + n, 0.f);
+    std::fill(dk_p, dk_p + B * S * A, 0.f);
+    std::fill(dm_p, dm_p + B * S * D, 0.f);
+    std::fill(dh_a.begin(), dh_a.end(), 0.f);
+    auto carry = [&](int64_t t, int64_t l) {
+      return t < 0 ? h0_p + l * B * H : car_p + (t * L + l) * B * H;
+    };
+    on_two_threads(pool, B, [&](int64_t b0, int64_t b1) {
+      const int64_t rows = b1 - b0;
+      const WeightGrads& g = b0 == 0 ? mine : theirs;
+      float* cur = dh_a.data();  // the gradients of the carries after step t
+      float* nxt = dh_b.data();  // ... and after step t - 1
+      for (int64_t t = T - 1; t >= 0; --t) {
+        float* top = cur + (L - 1) * B * H;
+        for (int64_t i = b0 * H; i < b1 * H; ++i) top[i] += dtop_p[t * B * H + i];
+        for (int64_t l = L - 1; l >= 0; --l) {
+          const float* x = xps_p + (t * L + l) * B * G;
+          const float* prev = carry(t - 1, l);
+          float* dn = nxt + l * B * H;
+          gru_gates_backward(cur + l * B * H, prev, {x, x + H, x + 2 * H, G},
+                             hps_p + (t * L + l) * B * G, nullptr, dhp.data(), dxp.data() + 2 * H,
+                             G, keep.data(), b0, b1, H);
+          for (int64_t b = b0; b < b1; ++b)  // dxp = [da_r, da_z, da_n]
+            std::memcpy(dxp.data() + b * G, dhp.data() + b * G, 2 * H * 4);
+          std::memcpy(dn + b0 * H, keep.data() + b0 * H, rows * H * 4);
+          gemm_packed<true>(dhp.data(), whT.data() + l * G * H, nullptr, dn, b0, b1, G, H);
+          add_outer(prev + b0 * H, dhp.data() + b0 * G, rows, g.w_h + l * H * G, g.b_h + l * G,
+                    H, G);
+          if (l > 0) {
+            const float* in = layer_input(carry(t, l - 1), masks_p, t, l, d, dropped.data(), b0, b1);
+            add_outer(in + b0 * H, dxp.data() + b0 * G, rows, g.w_i + (l - 1) * H * G,
+                      g.b_i + (l - 1) * G, H, G);
+            float* below = cur + (l - 1) * B * H;  // the gradient of the layer below's carry
+            if (!masks_p) {
+              gemm_packed<true>(dxp.data(), wiT.data() + (l - 1) * G * H, nullptr, below, b0, b1,
+                                G, H);
+            } else {
+              gemm_packed(dxp.data(), wiT.data() + (l - 1) * G * H, nullptr, dinput.data(), b0,
+                          b1, G, H);
+              const float* m = masks_p + (t * (L - 1) + l - 1) * B * H;
+              for (int64_t i = b0 * H; i < b1 * H; ++i) below[i] += dinput[i] * m[i];
+            }
+          } else {
+            std::memcpy(dep_p + (t * B + b0) * G, dxp.data() + b0 * G, rows * G * 4);
+            std::memcpy(dc.data() + b0 * D, dctx_p + (t * B + b0) * D, rows * D * 4);
+            gemm_packed<true>(dxp.data(), wicT.data(), nullptr, dc.data(), b0, b1, G, D);
+            add_outer(ctx_p + (t * B + b0) * D, dxp.data() + b0 * G, rows, g.w_ic, nullptr, D, G);
+          }
+        }
+        attend_rows_backward(d, k_p, m_p, len_p, v_p, qs_p + t * B * A, w_p + t * B * S,
+                             dc.data(), dw_p + t * B * S, dm_p, dk_p, g.v, dq.data(), b0, b1);
+        add_outer(carry(t - 1, L - 1) + b0 * H, dq.data() + b0 * A, rows, g.w_q, nullptr, H, A);
+        gemm_packed<true>(dq.data(), wqT.data(), nullptr, nxt + (L - 1) * B * H, b0, b1, A, H);
+        std::swap(cur, nxt);
+      }
+    });
+    const float* last = T % 2 == 1 ? dh_b.data() : dh_a.data();  // after T swaps
+    std::memcpy(d_h0->typed_data() + p * L * B * H, last, L * B * H * 4);
+    for (auto [f, o, n] : {std::tuple{mine.w_q, theirs.w_q, H * A}, {mine.v, theirs.v, A},
+                           {mine.w_ic, theirs.w_ic, D * G}, {mine.w_h, theirs.w_h, L * H * G},
+                           {mine.b_h, theirs.b_h, L * G}, {mine.w_i, theirs.w_i, (L - 1) * H * G},
+                           {mine.b_i, theirs.b_i, (L - 1) * G}})
+      for (int64_t i = 0; i < n; ++i) f[i] += o[i];
+  }
+  return ffi::Error::Success();
+}
+
+}  // namespace
+}  // namespace cpu_kernels
+
+#pragma GCC pop_options
+#endif
+
+#ifdef SEQ2SEQ_CPU_KERNELS
+XLA_FFI_DEFINE_HANDLER_SYMBOL(BahdanauDecoderForward, cpu_kernels::Forward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<F32>()    // ep [..., T, B, 3H]
+                                  .Arg<F32>()    // keys (projected) [..., B, S, A]
+                                  .Arg<F32>()    // values (the memory) [..., B, S, D]
+                                  .Arg<S32>()    // src_len [..., B]
+                                  .Arg<F32>()    // h0 [..., L, B, H]
+                                  .Arg<F32>()    // w_q [..., H, A]
+                                  .Arg<F32>()    // v [..., A]
+                                  .Arg<F32>()    // w_ic [..., D, 3H]
+                                  .Arg<F32>()    // w_h [..., L, H, 3H]
+                                  .Arg<F32>()    // b_h [..., L, 3H]
+                                  .Arg<F32>()    // w_i of layers 1.. [..., L-1, H, 3H]
+                                  .Arg<F32>()    // b_i of layers 1.. [..., L-1, 3H]
+                                  .Arg<F32>()    // dropout masks [..., T, L-1, B, H], or empty
+                                  .Ret<F32>()    // the top layer's state [..., T, B, H]
+                                  .Ret<F32>()    // contexts [..., T, B, D]
+                                  .Ret<F32>()    // attention weights [..., T, B, S]
+                                  .Ret<F32>()    // every layer's carries [..., T, L, B, H]
+                                  .Ret<F32>()    // h @ w_h + b_h [..., T, L, B, 3H]
+                                  .Ret<F32>()    // the input pre-activations [..., T, L, B, 3H]
+                                  .Ret<F32>());  // the queries [..., T, B, A]
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(BahdanauDecoderBackward, cpu_kernels::Backward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<F32>()    // keys
+                                  .Arg<F32>()    // values
+                                  .Arg<S32>()    // src_len
+                                  .Arg<F32>()    // h0
+                                  .Arg<F32>()    // w_q
+                                  .Arg<F32>()    // v
+                                  .Arg<F32>()    // w_ic
+                                  .Arg<F32>()    // w_h
+                                  .Arg<F32>()    // w_i
+                                  .Arg<F32>()    // masks
+                                  .Arg<F32>()    // contexts (forward)
+                                  .Arg<F32>()    // weights (forward)
+                                  .Arg<F32>()    // carries (forward)
+                                  .Arg<F32>()    // hps (forward)
+                                  .Arg<F32>()    // xps (forward)
+                                  .Arg<F32>()    // qs (forward)
+                                  .Arg<F32>()    // the gradient of the top states
+                                  .Arg<F32>()    // ... of the contexts
+                                  .Arg<F32>()    // ... of the weights
+                                  .Ret<F32>()    // d ep
+                                  .Ret<F32>()    // d keys
+                                  .Ret<F32>()    // d values
+                                  .Ret<F32>()    // d h0
+                                  .Ret<F32>()    // d w_q
+                                  .Ret<F32>()    // d v
+                                  .Ret<F32>()    // d w_ic
+                                  .Ret<F32>()    // d w_h
+                                  .Ret<F32>()    // d b_h
+                                  .Ret<F32>()    // d w_i
+                                  .Ret<F32>());  // d b_i
+#endif
