@@ -229,7 +229,7 @@ class RNNSeq2Seq(nn.Module):
     aux = {}
 
     if gold_prob is None:
-      def scan_loop(state):
+      def scan_loop(state, xs):
         def body(state, inputs):
           e_t, ep_t, t = inputs
           step_key = None if key is None else jax.random.fold_in(key, t)
@@ -238,9 +238,9 @@ class RNNSeq2Seq(nn.Module):
         return jax.lax.scan(body, state, xs, unroll=self.scan_unroll)[1]
 
       if self._fused_decoder():
-        features, weights = self._fused_loop(params, state, xs[0], ep, key, scan_loop)
+        features, weights = self._fused_loop(params, state, e, memory["outputs"], key, scan_loop)
       else:
-        features, weights = scan_loop(state)
+        features, weights = scan_loop(state, xs)
     else:
       features, weights, aux["gold_fraction"] = self._scheduled_scan(
           params, state, xs, key, train, gold_prob, sample_predictions)
@@ -256,13 +256,14 @@ class RNNSeq2Seq(nn.Module):
             and self.decoder_cell == "gru" and self.attention_score == "additive"
             and self.attention_normalizer == "softmax")
 
-  def _fused_loop(self, params: dict, state: dict, e: Array, ep: tuple,
+  def _fused_loop(self, params: dict, state: dict, e: Array, memory: Array,
                   key: Optional[Array], scan_loop):
     """`scan_loop(state)`'s (features, weights), time-major, through
-    `decoder_cpu.teacher_forced`. e: [T, B, embed]; ep: per gate [T, B, H];
-    key: the dropout key of the layers (None: no dropout between them)."""
+    `decoder_cpu.teacher_forced`. e: [B, T, embed] (after dropout); memory:
+    the encoder's outputs; key: the dropout key of the layers (None: no
+    dropout between them)."""
     cells, hidden = params["cells"], self.decoder_hidden
-    steps, batch = e.shape[:2]
+    batch, steps = e.shape[:2]
     masks = jnp.zeros((0,), e.dtype)
     if key is not None:  # the masks `_step` draws: step t, layer l from fold_in(fold_in(key, t), l)
       ones = jnp.ones((batch, hidden), e.dtype)
@@ -275,20 +276,28 @@ class RNNSeq2Seq(nn.Module):
         return jnp.stack([c[name] for c in layers])
       return jnp.zeros((0,) + cells[0][name].shape[-1:] if name == "b_i" else
                        (0, hidden, 3 * hidden), cells[0][name].dtype)
-    arrays = decoder_cpu.DecoderArrays(
-        ep=jnp.concatenate(ep, axis=-1), keys=state["keys"], values=state["values"],
-        src_len=state["src_len"].astype(jnp.int32), h0=jnp.stack(state["carry"]),
-        w_q=params["score"]["w_q"], v=params["score"]["v"],
-        w_ic=cells[0]["w_i"][self.embed_dim:], w_h=stack("w_h", cells), b_h=stack("b_h", cells),
-        w_i=stack("w_i", cells[1:]), b_i=stack("b_i", cells[1:]), masks=masks)
 
-    def fallback(arrays):  # the model's scan; returns what the kernel returns
-      features, weights = scan_loop(state)
+    arrays = decoder_cpu.DecoderArrays(
+        e=e, memory=memory, src_len=state["src_len"].astype(jnp.int32), h0=jnp.stack(state["carry"]),
+        w_ie=cells[0]["w_i"][:self.embed_dim], b_i0=cells[0]["b_i"],
+        w_ic=cells[0]["w_i"][self.embed_dim:], w_k=self.scorer.w_k, b_k=self.scorer.b_k,
+        w_q=params["score"]["w_q"], v=params["score"]["v"], w_h=stack("w_h", cells),
+        b_h=stack("b_h", cells), w_i=stack("w_i", cells[1:]), b_i=stack("b_i", cells[1:]),
+        masks=masks)
+
+    def fallback(a):  # the model's scan; returns what the kernel returns
+      # Keys and the embeddings' projection from `a`, as init_decode_state and
+      # __call__ make them, so that the two branches read the same arrays (a
+      # gradient through the other branch's copies would cost matmuls of zeros).
+      ep = recurrent.time_major_gates(a.e @ a.w_ie + a.b_i0, recurrent.num_gates("gru"))
+      features, weights = scan_loop(
+          dict(state, keys=a.memory @ a.w_k + a.b_k, values=a.memory),
+          (jnp.swapaxes(a.e, 0, 1), ep, jnp.arange(steps)))
       return (features[..., :hidden], features[..., hidden:hidden + self._memory_dim()],
               weights)
 
     tops, contexts, weights = decoder_cpu.teacher_forced(arrays, fallback)
-    return jnp.concatenate([tops, contexts, e], axis=-1), weights
+    return jnp.concatenate([tops, contexts, jnp.swapaxes(e, 0, 1)], axis=-1), weights
 
   def _scheduled_scan(self, params, state, xs, key, train, gold_prob, sample_predictions):
     """The decoder scan with each step's input chosen between the gold token

@@ -1,25 +1,28 @@
 // The teacher-forced loop of a Bahdanau attention decoder with GRU layers,
 // forward and backward, each as one XLA FFI call: the kernel behind
-// `seq2seq_jax.models.decoder_cpu`. Float32; hidden, attention and memory
-// sizes multiples of 16.
+// `seq2seq_jax.models.decoder_cpu`. Float32; embedding, hidden, attention
+// and memory sizes multiples of 16.
 //
-// Step t, as RNNSeq2Seq._step computes it for decoder="bahdanau" (additive
-// score, softmax, GRU layers):
-//   q = h_top(t-1) w_q;  s_j = v . tanh(k_j + q) for j < src_len (k: the
-//   projected keys);  a = softmax(s);  c = sum_j a_j m_j (m: the memory);
-//   layer 0: GRU on x = ep_t + c w_ic (ep: the embedding's share, with b_i);
+// Before the loop, the keys k = m w_k + b_k of the memory m. Step t, as
+// RNNSeq2Seq._step computes it for decoder="bahdanau" (additive score,
+// softmax, GRU layers):
+//   q = h_top(t-1) w_q;  s_j = v . tanh(k_j + q) for j < src_len;
+//   a = softmax(s);  c = sum_j a_j m_j;
+//   layer 0: GRU on x = e_t w_ie + c w_ic + b_i (e: the target embeddings;
+//   w_ie, w_ic: the embedding's and the context's rows of layer 0's w_i);
 //   layer l > 0: GRU on x = (h_{l-1}(t) * m_{t,l}) w_i[l] + b_i[l], where the
 //   dropout mask m (0, or 1 / the keep probability) is drawn outside, by the
 //   same keys as the model's scan, or absent (no dropout).
 // Outputs per step: the top layer's state, the context c and the weights a.
-// The forward pass also keeps every layer's carries, both pre-activations
-// and q for the backward pass, which recomputes tanh(k + q).
+// The forward pass also keeps the keys, every layer's carries, both
+// pre-activations and q for the backward pass, which recomputes tanh(k + q).
 //
 // As in gru_layer.cc, the batch's rows run on two threads with no
-// synchronisation between steps (nothing mixes rows), and the weights'
-// gradients are added up as the backward pass goes (per thread, summed at
-// the end). Leading dimensions (jax.vmap, as for an ensemble) are
-// independent problems, run one after the other.
+// synchronisation between steps (nothing mixes rows), inputs and outputs are
+// in the model's batch-major layout, and the weights' gradients are added up
+// as the backward pass goes (per thread, summed at the end). Leading
+// dimensions (jax.vmap, as for an ensemble) are independent problems, run one
+// after the other.
 #include <cmath>
 
 #include "kernels.h"
@@ -32,22 +35,49 @@ namespace cpu_kernels {
 namespace {
 
 struct Dims {
-  int64_t T, B, H, G, S, A, D, L;
+  int64_t T, B, E, H, G, S, A, D, L;
 };
 
-Dims dims_of(F32& ep, F32& keys, F32& values, F32& h0) {
-  const auto e = ep.dimensions(), k = keys.dimensions(), m = values.dimensions(),
-             h = h0.dimensions();
-  const int64_t T = e[e.size() - 3], B = e[e.size() - 2], G = e[e.size() - 1];
-  return {T, B, G / 3, G, k[k.size() - 2], k[k.size() - 1], m[m.size() - 1], h[h.size() - 3]};
+// From e [..., B, T, E], memory [..., B, S, D], w_k [..., D, A], h0 [..., L, B, H].
+Dims dims_of(F32& e, F32& memory, F32& w_k, F32& h0) {
+  const auto ed = e.dimensions(), md = memory.dimensions(), kd = w_k.dimensions(),
+             hd = h0.dimensions();
+  const int64_t H = hd[hd.size() - 1];
+  return {ed[ed.size() - 2], ed[ed.size() - 3], ed[ed.size() - 1], H, 3 * H,
+          md[md.size() - 2], kd[kd.size() - 1], md[md.size() - 1], hd[hd.size() - 3]};
 }
 
 ffi::Error check(const Dims& d) {
-  if (d.H % 16 || d.A % 16 || d.D % 16)
+  if (d.E % 16 || d.H % 16 || d.A % 16 || d.D % 16)
     return ffi::Error::InvalidArgument(
-        "bahdanau_decoder: hidden, attention and memory sizes must be multiples of 16");
+        "bahdanau_decoder: embedding, hidden, attention and memory sizes must be multiples of 16");
   return ffi::Error::Success();
 }
+
+// The decoder's weights, packed for the forward pass's matmuls, or transposed
+// for the backward pass's.
+struct Packed {
+  std::vector<float> ie, ic, k, q, h, i;
+  Packed(const Dims& d)
+      : ie(d.E * d.G), ic(d.D * d.G), k(d.D * d.A), q(d.H * d.A), h(d.L * d.H * d.G),
+        i((d.L - 1) * d.H * d.G) {}
+  void pack(const Dims& d, int64_t p, bool transposed, F32& w_ie, F32& w_ic, F32& w_k, F32& w_q,
+            F32& w_h, F32& w_i) {
+    auto one = [&](F32& w, int64_t index, std::vector<float>& out, int64_t offset, int64_t K,
+                   int64_t N) {
+      const float* src = w.typed_data() + index * K * N;
+      if (transposed) pack_transposed(src, out.data() + offset, K, N);
+      else pack_panels(src, out.data() + offset, K, N);
+    };
+    one(w_ie, p, ie, 0, d.E, d.G);
+    one(w_ic, p, ic, 0, d.D, d.G);
+    one(w_k, p, k, 0, d.D, d.A);
+    one(w_q, p, q, 0, d.H, d.A);
+    for (int64_t l = 0; l < d.L; ++l) one(w_h, p * d.L + l, h, l * d.H * d.G, d.H, d.G);
+    for (int64_t l = 0; l + 1 < d.L; ++l)
+      one(w_i, p * (d.L - 1) + l, i, l * d.H * d.G, d.H, d.G);
+  }
+};
 
 // The attention of rows b0:b1 at one step: weights a [B, S] and context
 // c [B, D] from the query q [B, A].
@@ -93,34 +123,31 @@ const float* layer_input(const float* below, const float* masks, int64_t t, int6
   return scratch;
 }
 
-ffi::Error Forward(ffi::ThreadPool pool, F32 ep, F32 keys, F32 values, S32 src_len, F32 h0,
-                   F32 w_q, F32 v, F32 w_ic, F32 w_h, F32 b_h, F32 w_i, F32 b_i, F32 masks,
-                   Out tops,
-                   Out contexts, Out weights, Out carries, Out hps, Out xps, Out qs) {
-  const Dims d = dims_of(ep, keys, values, h0);
-  if (auto e = check(d); e.failure()) return e;
-  const int64_t T = d.T, B = d.B, H = d.H, G = d.G, S = d.S, A = d.A, D = d.D, L = d.L;
-  std::vector<float> wq_p(H * A), wic_p(D * G), wh_p(L * H * G), wi_p((L - 1) * H * G),
-      dropped(B * H);
+ffi::Error Forward(ffi::ThreadPool pool, F32 e, F32 memory, S32 src_len, F32 h0, F32 w_ie,
+                   F32 b_i0, F32 w_ic, F32 w_k, F32 b_k, F32 w_q, F32 v, F32 w_h, F32 b_h,
+                   F32 w_i, F32 b_i, F32 masks, Out tops, Out contexts, Out weights, Out keys,
+                   Out carries, Out hps, Out xps, Out qs) {
+  const Dims d = dims_of(e, memory, w_k, h0);
+  if (auto err = check(d); err.failure()) return err;
+  const int64_t T = d.T, B = d.B, E = d.E, H = d.H, G = d.G, S = d.S, A = d.A, D = d.D, L = d.L;
+  Packed w(d);
+  std::vector<float> dropped(B * H);
   const bool dropout = masks.element_count() > 0;
-  for (int64_t p = 0; p < leading(ep.dimensions(), 3); ++p) {
-    pack_panels(w_q.typed_data() + p * H * A, wq_p.data(), H, A);
-    pack_panels(w_ic.typed_data() + p * D * G, wic_p.data(), D, G);
-    for (int64_t l = 0; l < L; ++l)
-      pack_panels(w_h.typed_data() + (p * L + l) * H * G, wh_p.data() + l * H * G, H, G);
-    for (int64_t l = 0; l + 1 < L; ++l)
-      pack_panels(w_i.typed_data() + (p * (L - 1) + l) * H * G, wi_p.data() + l * H * G, H, G);
-    const float* ep_p = ep.typed_data() + p * T * B * G;
-    const float* k_p = keys.typed_data() + p * B * S * A;
-    const float* m_p = values.typed_data() + p * B * S * D;
+  for (int64_t p = 0; p < leading(e.dimensions(), 3); ++p) {
+    w.pack(d, p, false, w_ie, w_ic, w_k, w_q, w_h, w_i);
+    const float* e_p = e.typed_data() + p * B * T * E;
+    const float* m_p = memory.typed_data() + p * B * S * D;
     const int32_t* len_p = src_len.typed_data() + p * B;
     const float* h0_p = h0.typed_data() + p * L * B * H;
+    const float* bi0_p = b_i0.typed_data() + p * G;
+    const float* bk_p = b_k.typed_data() + p * A;
     const float* v_p = v.typed_data() + p * A;
     const float* bh_p = b_h.typed_data() + p * L * G;
     const float* bi_p = b_i.typed_data() + p * (L - 1) * G;
     float* tops_p = tops->typed_data() + p * T * B * H;
     float* ctx_p = contexts->typed_data() + p * T * B * D;
     float* w_p = weights->typed_data() + p * T * B * S;
+    float* k_p = keys->typed_data() + p * B * S * A;
     float* car_p = carries->typed_data() + p * T * L * B * H;
     float* hps_p = hps->typed_data() + p * T * L * B * G;
     float* xps_p = xps->typed_data() + p * T * L * B * G;
@@ -131,22 +158,23 @@ ffi::Error Forward(ffi::ThreadPool pool, F32 ep, F32 keys, F32 values, S32 src_l
     };
     on_two_threads(pool, B, [&](int64_t b0, int64_t b1) {
       const int64_t rows = b1 - b0;
+      gemm_packed(m_p, w.k.data(), bk_p, k_p, b0 * S, b1 * S, D, A);  // the keys of these rows
       for (int64_t t = 0; t < T; ++t) {
         float* q = qs_p + t * B * A;
         float* ctx = ctx_p + t * B * D;
-        gemm_packed(carry(t - 1, L - 1), wq_p.data(), nullptr, q, b0, b1, H, A);
+        gemm_packed(carry(t - 1, L - 1), w.q.data(), nullptr, q, b0, b1, H, A);
         attend_rows(d, k_p, m_p, len_p, v_p, q, w_p + t * B * S, ctx, b0, b1);
         for (int64_t l = 0; l < L; ++l) {
           float* x = xps_p + (t * L + l) * B * G;
           float* hp = hps_p + (t * L + l) * B * G;
-          if (l == 0) {
-            std::memcpy(x + b0 * G, ep_p + (t * B + b0) * G, rows * G * 4);
-            gemm_packed<true>(ctx, wic_p.data(), nullptr, x, b0, b1, D, G);
+          if (l == 0) {  // e_t w_ie + b_i (e's rows are T * E apart), + c w_ic
+            gemm_packed(e_p + t * E, w.ie.data(), bi0_p, x, b0, b1, E, G, T * E);
+            gemm_packed<true>(ctx, w.ic.data(), nullptr, x, b0, b1, D, G);
           } else {
             const float* in = layer_input(carry(t, l - 1), masks_p, t, l, d, dropped.data(), b0, b1);
-            gemm_packed(in, wi_p.data() + (l - 1) * H * G, bi_p + (l - 1) * G, x, b0, b1, H, G);
+            gemm_packed(in, w.i.data() + (l - 1) * H * G, bi_p + (l - 1) * G, x, b0, b1, H, G);
           }
-          gemm_packed(carry(t - 1, l), wh_p.data() + l * H * G, bh_p + l * G, hp, b0, b1, H, G);
+          gemm_packed(carry(t - 1, l), w.h.data() + l * H * G, bh_p + l * G, hp, b0, b1, H, G);
           gru_gates({x, x + H, x + 2 * H, G}, hp, nullptr, carry(t - 1, l),
                     car_p + (t * L + l) * B * H, b0, b1, H);
         }
@@ -208,53 +236,43 @@ void attend_rows_backward(const Dims& d, const float* keys, const float* values,
 
 // The weights' gradients, one set per thread: the first thread's are the
 // outputs, the second's a scratch buffer added to them at the end.
-struct WeightGrads {
-  float *w_q, *v, *w_ic, *w_h, *b_h, *w_i, *b_i;
-  static int64_t size(const Dims& d) {
-    return d.H * d.A + d.A + d.D * d.G + d.L * (d.H * d.G + d.G) + (d.L - 1) * (d.H * d.G + d.G);
-  }
-  static WeightGrads in(float* f, const Dims& d) {  // consecutive in f, in this order
-    WeightGrads g;
-    g.w_q = f;
-    g.v = g.w_q + d.H * d.A;
-    g.w_ic = g.v + d.A;
-    g.w_h = g.w_ic + d.D * d.G;
-    g.b_h = g.w_h + d.L * d.H * d.G;
-    g.w_i = g.b_h + d.L * d.G;
-    g.b_i = g.w_i + (d.L - 1) * d.H * d.G;
-    return g;
-  }
-};
+enum Grad { kIe, kBi0, kIc, kK, kBk, kQ, kV, kH, kBh, kI, kBi, kGrads };
 
-ffi::Error Backward(ffi::ThreadPool pool, F32 keys, F32 values, S32 src_len, F32 h0, F32 w_q,
-                    F32 v, F32 w_ic, F32 w_h, F32 w_i, F32 masks, F32 contexts, F32 weights, F32 carries,
-                    F32 hps, F32 xps, F32 qs, F32 d_tops, F32 d_contexts, F32 d_weights,
-                    Out d_ep, Out d_keys, Out d_values, Out d_h0, Out d_w_q, Out d_v, Out d_w_ic,
+int64_t grad_size(const Dims& d, int g) {
+  const int64_t sizes[kGrads] = {d.E * d.G, d.G, d.D * d.G, d.D * d.A, d.A, d.H * d.A, d.A,
+                                 d.L * d.H * d.G, d.L * d.G, (d.L - 1) * d.H * d.G,
+                                 (d.L - 1) * d.G};
+  return sizes[g];
+}
+
+ffi::Error Backward(ffi::ThreadPool pool, F32 e, F32 memory, S32 src_len, F32 h0, F32 w_ie,
+                    F32 w_ic, F32 w_k, F32 w_q, F32 v, F32 w_h, F32 w_i, F32 masks, F32 keys,
+                    F32 contexts, F32 weights, F32 carries, F32 hps, F32 xps, F32 qs,
+                    F32 d_tops, F32 d_contexts, F32 d_weights, Out d_e, Out d_memory, Out d_h0,
+                    Out d_w_ie, Out d_b_i0, Out d_w_ic, Out d_w_k, Out d_b_k, Out d_w_q, Out d_v,
                     Out d_w_h, Out d_b_h, Out d_w_i, Out d_b_i) {
-  const auto td = d_tops.dimensions(), kd = keys.dimensions(), hd = h0.dimensions();
-  const int64_t T = td[td.size() - 3], B = td[td.size() - 2], H = td[td.size() - 1];
-  const Dims d{T, B, H, 3 * H, kd[kd.size() - 2], kd[kd.size() - 1],
-               values.dimensions()[values.dimensions().size() - 1], hd[hd.size() - 3]};
-  if (auto e = check(d); e.failure()) return e;
-  const int64_t G = d.G, S = d.S, A = d.A, D = d.D, L = d.L;
-  std::vector<float> wqT(A * H), wicT(G * D), whT(L * G * H), wiT((L - 1) * G * H);
+  const Dims d = dims_of(e, memory, w_k, h0);
+  if (auto err = check(d); err.failure()) return err;
+  const int64_t T = d.T, B = d.B, E = d.E, H = d.H, G = d.G, S = d.S, A = d.A, D = d.D, L = d.L;
+  Packed wT(d);
   // Per row: the carries' gradients (two sets that swap each step), and one
-  // step's pre-activation, context and query gradients and `keep`.
+  // step's pre-activation, context and query gradients and `keep`; the keys'.
   std::vector<float> dh_a(L * B * H), dh_b(L * B * H), dhp(B * G), dxp(B * G), dc(B * D),
-      dq(B * A), keep(B * H), dropped(B * H), dinput(B * H), other(WeightGrads::size(d));
+      dq(B * A), keep(B * H), dropped(B * H), dinput(B * H), dk(B * S * A);
+  int64_t total = 0;
+  for (int g = 0; g < kGrads; ++g) total += grad_size(d, g);
+  std::vector<float> other(total);
   const bool dropout = masks.element_count() > 0;
-  for (int64_t p = 0; p < leading(td, 3); ++p) {
-    pack_transposed(w_q.typed_data() + p * H * A, wqT.data(), H, A);
-    pack_transposed(w_ic.typed_data() + p * D * G, wicT.data(), D, G);
-    for (int64_t l = 0; l < L; ++l)
-      pack_transposed(w_h.typed_data() + (p * L + l) * H * G, whT.data() + l * G * H, H, G);
-    for (int64_t l = 0; l + 1 < L; ++l)
-      pack_transposed(w_i.typed_data() + (p * (L - 1) + l) * H * G, wiT.data() + l * G * H, H, G);
-    const float* k_p = keys.typed_data() + p * B * S * A;
-    const float* m_p = values.typed_data() + p * B * S * D;
+  Out* outs[kGrads] = {&d_w_ie, &d_b_i0, &d_w_ic, &d_w_k, &d_b_k, &d_w_q, &d_v,
+                       &d_w_h, &d_b_h, &d_w_i, &d_b_i};
+  for (int64_t p = 0; p < leading(e.dimensions(), 3); ++p) {
+    wT.pack(d, p, true, w_ie, w_ic, w_k, w_q, w_h, w_i);
+    const float* e_p = e.typed_data() + p * B * T * E;
+    const float* m_p = memory.typed_data() + p * B * S * D;
     const int32_t* len_p = src_len.typed_data() + p * B;
     const float* h0_p = h0.typed_data() + p * L * B * H;
     const float* v_p = v.typed_data() + p * A;
+    const float* k_p = keys.typed_data() + p * B * S * A;
     const float* ctx_p = contexts.typed_data() + p * T * B * D;
     const float* w_p = weights.typed_data() + p * T * B * S;
     const float* car_p = carries.typed_data() + p * T * L * B * H;
@@ -264,21 +282,18 @@ ffi::Error Backward(ffi::ThreadPool pool, F32 keys, F32 values, S32 src_len, F32
     const float* dtop_p = d_tops.typed_data() + p * T * B * H;
     const float* dctx_p = d_contexts.typed_data() + p * T * B * D;
     const float* dw_p = d_weights.typed_data() + p * T * B * S;
-    float* dep_p = d_ep->typed_data() + p * T * B * G;
-    float* dk_p = d_keys->typed_data() + p * B * S * A;
-    float* dm_p = d_values->typed_data() + p * B * S * D;
+    float* de_p = d_e->typed_data() + p * B * T * E;
+    float* dm_p = d_memory->typed_data() + p * B * S * D;
     const float* masks_p = dropout ? masks.typed_data() + p * T * (L - 1) * B * H : nullptr;
-    WeightGrads mine{d_w_q->typed_data() + p * H * A, d_v->typed_data() + p * A,
-                     d_w_ic->typed_data() + p * D * G, d_w_h->typed_data() + p * L * H * G,
-                     d_b_h->typed_data() + p * L * G, d_w_i->typed_data() + p * (L - 1) * H * G,
-                     d_b_i->typed_data() + p * (L - 1) * G};
-    const WeightGrads theirs = WeightGrads::in(other.data(), d);
+    float* mine[kGrads];
+    float* theirs[kGrads];
+    for (int g = 0, offset = 0; g < kGrads; offset += grad_size(d, g), ++g) {
+      mine[g] = (*outs[g])->typed_data() + p * grad_size(d, g);
+      theirs[g] = other.data() + offset;
+      std::fill(mine[g], mine[g] + grad_size(d, g), 0.f);
+    }
     std::fill(other.begin(), other.end(), 0.f);
-    for (auto [f, n] : {std::pair{mine.w_q, H * A}, {mine.v, A}, {mine.w_ic, D * G},
-                        {mine.w_h, L * H * G}, {mine.b_h, L * G}, {mine.w_i, (L - 1) * H * G},
-                        {mine.b_i, (L - 1) * G}})
-      std::fill(f, f + n, 0.f);
-    std::fill(dk_p, dk_p + B * S * A, 0.f);
+    std::fill(dk.begin(), dk.end(), 0.f);
     std::fill(dm_p, dm_p + B * S * D, 0.f);
     std::fill(dh_a.begin(), dh_a.end(), 0.f);
     auto carry = [&](int64_t t, int64_t l) {
@@ -286,7 +301,7 @@ ffi::Error Backward(ffi::ThreadPool pool, F32 keys, F32 values, S32 src_len, F32
     };
     on_two_threads(pool, B, [&](int64_t b0, int64_t b1) {
       const int64_t rows = b1 - b0;
-      const WeightGrads& g = b0 == 0 ? mine : theirs;
+      float** g = b0 == 0 ? mine : theirs;
       float* cur = dh_a.data();  // the gradients of the carries after step t
       float* nxt = dh_b.data();  // ... and after step t - 1
       for (int64_t t = T - 1; t >= 0; --t) {
@@ -302,44 +317,47 @@ ffi::Error Backward(ffi::ThreadPool pool, F32 keys, F32 values, S32 src_len, F32
           for (int64_t b = b0; b < b1; ++b)  // dxp = [da_r, da_z, da_n]
             std::memcpy(dxp.data() + b * G, dhp.data() + b * G, 2 * H * 4);
           std::memcpy(dn + b0 * H, keep.data() + b0 * H, rows * H * 4);
-          gemm_packed<true>(dhp.data(), whT.data() + l * G * H, nullptr, dn, b0, b1, G, H);
-          add_outer(prev + b0 * H, dhp.data() + b0 * G, rows, g.w_h + l * H * G, g.b_h + l * G,
-                    H, G);
+          gemm_packed<true>(dhp.data(), wT.h.data() + l * G * H, nullptr, dn, b0, b1, G, H);
+          add_outer(prev + b0 * H, dhp.data() + b0 * G, rows, g[kH] + l * H * G,
+                    g[kBh] + l * G, H, G);
           if (l > 0) {
             const float* in = layer_input(carry(t, l - 1), masks_p, t, l, d, dropped.data(), b0, b1);
-            add_outer(in + b0 * H, dxp.data() + b0 * G, rows, g.w_i + (l - 1) * H * G,
-                      g.b_i + (l - 1) * G, H, G);
+            add_outer(in + b0 * H, dxp.data() + b0 * G, rows, g[kI] + (l - 1) * H * G,
+                      g[kBi] + (l - 1) * G, H, G);
             float* below = cur + (l - 1) * B * H;  // the gradient of the layer below's carry
             if (!masks_p) {
-              gemm_packed<true>(dxp.data(), wiT.data() + (l - 1) * G * H, nullptr, below, b0, b1,
-                                G, H);
+              gemm_packed<true>(dxp.data(), wT.i.data() + (l - 1) * G * H, nullptr, below, b0,
+                                b1, G, H);
             } else {
-              gemm_packed(dxp.data(), wiT.data() + (l - 1) * G * H, nullptr, dinput.data(), b0,
+              gemm_packed(dxp.data(), wT.i.data() + (l - 1) * G * H, nullptr, dinput.data(), b0,
                           b1, G, H);
               const float* m = masks_p + (t * (L - 1) + l - 1) * B * H;
               for (int64_t i = b0 * H; i < b1 * H; ++i) below[i] += dinput[i] * m[i];
             }
-          } else {
-            std::memcpy(dep_p + (t * B + b0) * G, dxp.data() + b0 * G, rows * G * 4);
+          } else {  // layer 0: the embeddings', the context's and b_i's gradients
+            add_outer(e_p + b0 * T * E + t * E, dxp.data() + b0 * G, rows, g[kIe], g[kBi0], E, G,
+                      T * E);
+            gemm_packed(dxp.data(), wT.ie.data(), nullptr, de_p + t * E, b0, b1, G, E, -1, T * E);
             std::memcpy(dc.data() + b0 * D, dctx_p + (t * B + b0) * D, rows * D * 4);
-            gemm_packed<true>(dxp.data(), wicT.data(), nullptr, dc.data(), b0, b1, G, D);
-            add_outer(ctx_p + (t * B + b0) * D, dxp.data() + b0 * G, rows, g.w_ic, nullptr, D, G);
+            gemm_packed<true>(dxp.data(), wT.ic.data(), nullptr, dc.data(), b0, b1, G, D);
+            add_outer(ctx_p + (t * B + b0) * D, dxp.data() + b0 * G, rows, g[kIc], nullptr, D, G);
           }
         }
         attend_rows_backward(d, k_p, m_p, len_p, v_p, qs_p + t * B * A, w_p + t * B * S,
-                             dc.data(), dw_p + t * B * S, dm_p, dk_p, g.v, dq.data(), b0, b1);
-        add_outer(carry(t - 1, L - 1) + b0 * H, dq.data() + b0 * A, rows, g.w_q, nullptr, H, A);
-        gemm_packed<true>(dq.data(), wqT.data(), nullptr, nxt + (L - 1) * B * H, b0, b1, A, H);
+                             dc.data(), dw_p + t * B * S, dm_p, dk.data(), g[kV], dq.data(), b0,
+                             b1);
+        add_outer(carry(t - 1, L - 1) + b0 * H, dq.data() + b0 * A, rows, g[kQ], nullptr, H, A);
+        gemm_packed<true>(dq.data(), wT.q.data(), nullptr, nxt + (L - 1) * B * H, b0, b1, A, H);
         std::swap(cur, nxt);
       }
+      // The keys' projection: k = m w_k + b_k over these rows' memory.
+      add_outer(m_p + b0 * S * D, dk.data() + b0 * S * A, rows * S, g[kK], g[kBk], D, A);
+      gemm_packed<true>(dk.data(), wT.k.data(), nullptr, dm_p, b0 * S, b1 * S, A, D);
     });
     const float* last = T % 2 == 1 ? dh_b.data() : dh_a.data();  // after T swaps
     std::memcpy(d_h0->typed_data() + p * L * B * H, last, L * B * H * 4);
-    for (auto [f, o, n] : {std::tuple{mine.w_q, theirs.w_q, H * A}, {mine.v, theirs.v, A},
-                           {mine.w_ic, theirs.w_ic, D * G}, {mine.w_h, theirs.w_h, L * H * G},
-                           {mine.b_h, theirs.b_h, L * G}, {mine.w_i, theirs.w_i, (L - 1) * H * G},
-                           {mine.b_i, theirs.b_i, (L - 1) * G}})
-      for (int64_t i = 0; i < n; ++i) f[i] += o[i];
+    for (int g = 0; g < kGrads; ++g)
+      for (int64_t i = 0; i < grad_size(d, g); ++i) mine[g][i] += theirs[g][i];
   }
   return ffi::Error::Success();
 }
@@ -354,14 +372,17 @@ ffi::Error Backward(ffi::ThreadPool pool, F32 keys, F32 values, S32 src_len, F32
 XLA_FFI_DEFINE_HANDLER_SYMBOL(BahdanauDecoderForward, cpu_kernels::Forward,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
-                                  .Arg<F32>()    // ep [..., T, B, 3H]
-                                  .Arg<F32>()    // keys (projected) [..., B, S, A]
-                                  .Arg<F32>()    // values (the memory) [..., B, S, D]
+                                  .Arg<F32>()    // e: target embeddings [..., B, T, E]
+                                  .Arg<F32>()    // memory [..., B, S, D]
                                   .Arg<S32>()    // src_len [..., B]
                                   .Arg<F32>()    // h0 [..., L, B, H]
+                                  .Arg<F32>()    // w_ie [..., E, 3H]
+                                  .Arg<F32>()    // b_i of layer 0 [..., 3H]
+                                  .Arg<F32>()    // w_ic [..., D, 3H]
+                                  .Arg<F32>()    // w_k [..., D, A]
+                                  .Arg<F32>()    // b_k [..., A]
                                   .Arg<F32>()    // w_q [..., H, A]
                                   .Arg<F32>()    // v [..., A]
-                                  .Arg<F32>()    // w_ic [..., D, 3H]
                                   .Arg<F32>()    // w_h [..., L, H, 3H]
                                   .Arg<F32>()    // b_h [..., L, 3H]
                                   .Arg<F32>()    // w_i of layers 1.. [..., L-1, H, 3H]
@@ -370,24 +391,28 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(BahdanauDecoderForward, cpu_kernels::Forward,
                                   .Ret<F32>()    // the top layer's state [..., T, B, H]
                                   .Ret<F32>()    // contexts [..., T, B, D]
                                   .Ret<F32>()    // attention weights [..., T, B, S]
+                                  .Ret<F32>()    // keys [..., B, S, A]
                                   .Ret<F32>()    // every layer's carries [..., T, L, B, H]
-                                  .Ret<F32>()    // h @ w_h + b_h [..., T, L, B, 3H]
+                                  .Ret<F32>()    // h w_h + b_h [..., T, L, B, 3H]
                                   .Ret<F32>()    // the input pre-activations [..., T, L, B, 3H]
                                   .Ret<F32>());  // the queries [..., T, B, A]
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(BahdanauDecoderBackward, cpu_kernels::Backward,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
-                                  .Arg<F32>()    // keys
-                                  .Arg<F32>()    // values
+                                  .Arg<F32>()    // e
+                                  .Arg<F32>()    // memory
                                   .Arg<S32>()    // src_len
                                   .Arg<F32>()    // h0
+                                  .Arg<F32>()    // w_ie
+                                  .Arg<F32>()    // w_ic
+                                  .Arg<F32>()    // w_k
                                   .Arg<F32>()    // w_q
                                   .Arg<F32>()    // v
-                                  .Arg<F32>()    // w_ic
                                   .Arg<F32>()    // w_h
                                   .Arg<F32>()    // w_i
                                   .Arg<F32>()    // masks
+                                  .Arg<F32>()    // keys (forward)
                                   .Arg<F32>()    // contexts (forward)
                                   .Arg<F32>()    // weights (forward)
                                   .Arg<F32>()    // carries (forward)
@@ -397,15 +422,18 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(BahdanauDecoderBackward, cpu_kernels::Backward,
                                   .Arg<F32>()    // the gradient of the top states
                                   .Arg<F32>()    // ... of the contexts
                                   .Arg<F32>()    // ... of the weights
-                                  .Ret<F32>()    // d ep
-                                  .Ret<F32>()    // d keys
-                                  .Ret<F32>()    // d values
+                                  .Ret<F32>()    // d e
+                                  .Ret<F32>()    // d memory
                                   .Ret<F32>()    // d h0
+                                  .Ret<F32>()    // d w_ie
+                                  .Ret<F32>()    // d b_i (layer 0)
+                                  .Ret<F32>()    // d w_ic
+                                  .Ret<F32>()    // d w_k
+                                  .Ret<F32>()    // d b_k
                                   .Ret<F32>()    // d w_q
                                   .Ret<F32>()    // d v
-                                  .Ret<F32>()    // d w_ic
                                   .Ret<F32>()    // d w_h
                                   .Ret<F32>()    // d b_h
                                   .Ret<F32>()    // d w_i
-                                  .Ret<F32>());  // d b_i
+                                  .Ret<F32>());  // d b_i (layers 1..)
 #endif

@@ -85,32 +85,36 @@ inline void rows_block(int64_t rows, const float* h, int64_t ldh, const float* p
 }
 
 // out[b0:b1, :N] = bias + h[b0:b1, :K] @ w (kAdd: out += ...), with w packed
-// by pack_panels, bias possibly null; h has rows of ldh floats, out of N.
+// by pack_panels, bias possibly null; h has rows of ldh floats (default K),
+// out of ldo (default N).
 template <bool kAdd = false>
 inline void gemm_packed(const float* h, const float* wp, const float* bias, float* out,
-                        int64_t b0, int64_t b1, int64_t K, int64_t N, int64_t ldh = -1) {
+                        int64_t b0, int64_t b1, int64_t K, int64_t N, int64_t ldh = -1,
+                        int64_t ldo = -1) {
   if (ldh < 0) ldh = K;
+  if (ldo < 0) ldo = N;
   for (int64_t c0 = 0; c0 < N; c0 += 48) {
     const int64_t wd = std::min<int64_t>(48, N - c0);
     const float* panel = wp + c0 * K;
     const float* bp = bias ? bias + c0 : nullptr;
     for (int64_t b = b0; b < b1; b += 6) {
       const int64_t rows = std::min<int64_t>(6, b1 - b);
-      float* o = out + b * N + c0;
+      float* o = out + b * ldo + c0;
       const float* hb = h + b * ldh;
-      if (wd == 48) rows_block<3, kAdd>(rows, hb, ldh, panel, bp, o, K, N);
-      else if (wd == 32) rows_block<2, kAdd>(rows, hb, ldh, panel, bp, o, K, N);
-      else rows_block<1, kAdd>(rows, hb, ldh, panel, bp, o, K, N);
+      if (wd == 48) rows_block<3, kAdd>(rows, hb, ldh, panel, bp, o, K, ldo);
+      else if (wd == 32) rows_block<2, kAdd>(rows, hb, ldh, panel, bp, o, K, ldo);
+      else rows_block<1, kAdd>(rows, hb, ldh, panel, bp, o, K, ldo);
     }
   }
 }
 
 // dw[:K, :N] += p[rows, :K]^T g[rows, :N] and, if db, db[:N] += the sum of
 // g's rows: a weight gradient's share of some rows (K a multiple of 8, N of
-// 16), in 8 x 16V register blocks of dw, each loaded and stored once.
+// 16; p's rows ldp floats apart, default K), in 8 x 16V register blocks of
+// dw, each loaded and stored once.
 template <int V>
-inline void outer_block(const float* p, const float* g, int64_t rows, float* dw, int64_t i0,
-                        int64_t j0, int64_t K, int64_t N) {
+inline void outer_block(const float* p, int64_t ldp, const float* g, int64_t rows, float* dw,
+                        int64_t i0, int64_t j0, int64_t N) {
   __m512 c[8][V];
   for (int i = 0; i < 8; ++i)
     for (int j = 0; j < V; ++j) c[i][j] = load(dw + (i0 + i) * N + j0 + 16 * j);
@@ -118,7 +122,7 @@ inline void outer_block(const float* p, const float* g, int64_t rows, float* dw,
     __m512 gv[V];
     for (int j = 0; j < V; ++j) gv[j] = load(g + b * N + j0 + 16 * j);
     for (int i = 0; i < 8; ++i) {
-      const __m512 a = _mm512_set1_ps(p[b * K + i0 + i]);
+      const __m512 a = _mm512_set1_ps(p[b * ldp + i0 + i]);
       for (int j = 0; j < V; ++j) c[i][j] = _mm512_fmadd_ps(a, gv[j], c[i][j]);
     }
   }
@@ -127,13 +131,14 @@ inline void outer_block(const float* p, const float* g, int64_t rows, float* dw,
 }
 
 inline void add_outer(const float* p, const float* g, int64_t rows, float* dw, float* db,
-                      int64_t K, int64_t N) {
+                      int64_t K, int64_t N, int64_t ldp = -1) {
+  if (ldp < 0) ldp = K;
   for (int64_t i0 = 0; i0 < K; i0 += 8)
     for (int64_t j0 = 0; j0 < N; j0 += 48) {
       const int64_t wd = std::min<int64_t>(48, N - j0);
-      if (wd == 48) outer_block<3>(p, g, rows, dw, i0, j0, K, N);
-      else if (wd == 32) outer_block<2>(p, g, rows, dw, i0, j0, K, N);
-      else outer_block<1>(p, g, rows, dw, i0, j0, K, N);
+      if (wd == 48) outer_block<3>(p, ldp, g, rows, dw, i0, j0, N);
+      else if (wd == 32) outer_block<2>(p, ldp, g, rows, dw, i0, j0, N);
+      else outer_block<1>(p, ldp, g, rows, dw, i0, j0, N);
     }
   if (db)
     for (int64_t b = 0; b < rows; ++b)
