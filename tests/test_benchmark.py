@@ -372,6 +372,11 @@ def test_time_turns_alternates_the_calls_round_by_round():
     assert len(t["times_ms"]) == 5 and len(t["round_medians_ms"]) == 3
     assert t["min_ms"] <= t["median_ms"] <= t["max_ms"]
   assert len(bm.time_turns(fns, 0, 2, rounds=3)["jax"]["round_medians_ms"]) == 2
+  # settle: one untimed call opens every turn.
+  calls.clear()
+  times = bm.time_turns(fns, warmup=0, repeats=2, rounds=2, settle=1)
+  assert calls == ["jax"] * 2 + ["torch"] * 2 + ["torch"] * 2 + ["jax"] * 2
+  assert all(len(t["times_ms"]) == 2 for t in times.values())
 
 
 # Sizes small enough for a quick step, with every part a twin must match:

@@ -186,8 +186,8 @@ def markdown_report(results: dict) -> str:
       f"{s['transformer_layers']} layers, d_ff {s['d_ff']}; dropout {s['dropout']}; "
       f"vocabularies {s['src_vocab']}/{s['tgt_vocab']}",
       f"- {_plural(o['warmup'], 'warm-up step')}, {o['repeats']} timed"
-      + (f", JAX and PyTorch in turns over {_plural(o['rounds'], 'round')}"
-         if o["with_torch"] else "") + "; compile s = lower + compile; "
+      + (f", JAX and PyTorch in turns over {_plural(o['rounds'], 'round')}, each turn "
+         "opened by one untimed step" if o["with_torch"] else "") + "; compile s = lower + compile; "
       "GFLOP/s from the analytic matmul count; XLA MiB = temp + argument + output of "
       "the compiled step; torch/jax above 1 means JAX is faster",
   ]

@@ -121,7 +121,7 @@ def measure_point(p: _Point, options: Options, peak_gflops: float,
   calls = {"jax": train}
   if p.torch and torch_skip is None:
     calls["torch"], torch_record = torch_step(p.model, p.sizes, batch, o.torch_threads)
-  times = time_turns(calls, o.warmup, o.repeats, o.rounds)
+  times = time_turns(calls, o.warmup, o.repeats, o.rounds, settle=1 if len(calls) > 1 else 0)
   info = train.record()
   flops = analytic_flops(p.model, p.sizes, p.batch, p.src_len, p.tgt_len)
   seconds = times["jax"]["median_ms"] / 1e3

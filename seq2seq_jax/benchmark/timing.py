@@ -23,12 +23,17 @@ def _summary_ms(seconds: Sequence[float]) -> dict:
           "times_ms": ms}
 
 
-def time_turns(calls: dict, warmup: int, repeats: int, rounds: int = 1) -> dict:
+def time_turns(calls: dict, warmup: int, repeats: int, rounds: int = 1, settle: int = 0) -> dict:
   """Times each of `calls` (name -> a function that returns when its work is
   done) `repeats` times, the calls taking turns: after every call's
   warm-up, `rounds` rounds in which each runs its share of the repeats, the
   order reversed every round, so that a drift in the machine's speed (other
   work on a shared machine) reaches all of them alike.
+
+  settle: untimed calls at the start of every turn. Right after the other
+  side's turn, a step pays for threads that still spin or sleep (PyTorch's
+  OpenMP workers, XLA's pool; on a 2-core machine the first step of a turn
+  measured up to 1.6x the next ones at hidden 64); both sides get the same.
 
   Returns name -> min / median / max ms over all timed calls, the times,
   and the median of each round.
@@ -43,6 +48,8 @@ def time_turns(calls: dict, warmup: int, repeats: int, rounds: int = 1) -> dict:
   order = list(calls)
   for share in shares:
     for name in order:
+      for _ in range(settle):
+        calls[name]()
       times = []
       for _ in range(share):
         start = time.perf_counter()

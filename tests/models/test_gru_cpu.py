@@ -52,13 +52,12 @@ def _loss(recurrence, lengths, reverse, projected=True):
 
 
 @needs_kernel
-@pytest.mark.parametrize("projected", [True, False], ids=["projected", "input"])
-@pytest.mark.parametrize("steps,batch,hidden,reverse", [
-    (1, 1, 16, False),    # one step, one row: a single thread, the narrowest panel
-    (9, 13, 48, True),    # odd rows (6-row blocks and a remainder), one full panel
-    (6, 64, 80, False),   # 240 gate columns (five panels), backward 48 + 32
-    (30, 7, 256, True),   # the benchmark's hidden size, long sequence
-])
+@pytest.mark.parametrize("steps,batch,hidden,reverse,projected", [
+    (1, 1, 16, False, True),   # one step, one row: a single thread, the narrowest panel
+    (9, 13, 48, True, False),  # odd rows (6-row blocks and a remainder), one full panel
+    (6, 64, 80, False, False),  # 240 gate columns (five panels), backward 48 + 32
+    (30, 7, 256, True, True),  # the benchmark's hidden size, long sequence
+])  # projected: run_layer's input x w_i + b_i; else encode_layer's x (the kernel projects)
 def test_kernel_values_and_gradients_equal_autodiff_of_the_scan(steps, batch, hidden, reverse,
                                                                 projected):
   p, x, h0, lengths = _case(steps, batch, hidden, seed=steps)
