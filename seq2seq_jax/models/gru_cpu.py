@@ -65,19 +65,37 @@ def _kernel_bwd(reverse, residuals, grads):
 _kernel.defvjp(_kernel_fwd, _kernel_bwd)
 
 
+def _arrays(params: dict, x: Array, lengths: Array, carry: Array, projected: bool) -> tuple:
+  w_h = params["w_h"]
+  gates = w_h.shape[1]
+  w_i = jnp.zeros((0, gates), x.dtype) if projected else params["w_i"]
+  b_i = jnp.zeros((gates,), x.dtype) if projected else params["b_i"]
+  return x, w_i, b_i, w_h, params["b_h"], lengths.astype(jnp.int32), carry
+
+
+def takes(params: dict, x: Array) -> bool:
+  """Whether the kernel can run this layer (on a CPU): the kernels are
+  available, the arrays float32, the hidden and input sizes multiples of 16."""
+  leaves = (x, params["w_h"], params["b_h"]) + ((params["w_i"], params["b_i"])
+                                                if "w_i" in params else ())
+  return cpu_kernels.takes(*leaves, multiple_of=(params["w_h"].shape[0], x.shape[-1]))
+
+
+def kernel_layer(params: dict, x: Array, lengths: Array, carry: Array, reverse: bool,
+                 projected: bool) -> tuple:
+  """`layer` on the kernel, unconditionally: only where `takes` holds, in a
+  program for the CPU."""
+  return _kernel(reverse, *_arrays(params, x, lengths, carry, projected))
+
+
 def layer(params: dict, x: Array, lengths: Array, carry: Array, reverse: bool, projected: bool,
           fallback: Callable[[], tuple]) -> tuple:
   """(outputs [B, T, H], final [B, H]) of a GRU layer with weights `params`
   (`recurrent.Cell`'s dict) over x [B, T, E], or over x = x w_i + b_i
   [B, T, 3H] when `projected`; from the kernel where it can run, else from
   `fallback()`, which must compute the same."""
-  w_h = params["w_h"]
-  gates = w_h.shape[1]
-  w_i = jnp.zeros((0, gates), x.dtype) if projected else params["w_i"]
-  b_i = jnp.zeros((gates,), x.dtype) if projected else params["b_i"]
-  args = (x, w_i, b_i, w_h, params["b_h"], lengths.astype(jnp.int32), carry)
-  if not cpu_kernels.takes(x, w_i, b_i, w_h, params["b_h"], carry,
-                           multiple_of=(w_h.shape[0], x.shape[-1])):
+  if not takes(params, x):
     return fallback()
-  return jax.lax.platform_dependent(*args, cpu=functools.partial(_kernel, reverse),
+  return jax.lax.platform_dependent(*_arrays(params, x, lengths, carry, projected),
+                                    cpu=functools.partial(_kernel, reverse),
                                     default=lambda *_: fallback())

@@ -235,19 +235,22 @@ def run_bidirectional(kind: str, params_fwd: dict, params_bwd: dict, x: Array, l
   ((outputs, final) forward, (outputs, final) backward), as two `run_layer`
   calls give them.
 
-  A GRU with "fused" runs the two directions as two kernel calls. With
+  A GRU with "fused" runs the two directions as two kernel calls on a CPU
+  (elsewhere, and at sizes the kernel does not take, as "custom_vjp"). With
   "custom_vjp", both directions run in one loop: their weights and
   (for the backward one, reversed) inputs are stacked on a leading axis and
   the recurrence is `jax.vmap`ped over it, so each step does one batched
   matmul for the two directions, and the layer costs half the loop
   iterations of two separate scans."""
   check_recurrence(recurrence)
-  if kind == "gru" and recurrence == "fused":
-    # Two kernel calls, each with its own fallback (run_layer) where the
-    # kernel cannot run: off the CPU, other sizes.
-    return tuple(encode_layer(kind, p, x, lengths, reverse=r, unroll=unroll,
-                              recurrence=recurrence)
-                 for p, r in ((params_fwd, False), (params_bwd, True)))
+  if kind == "gru" and recurrence == "fused" and gru_cpu.takes(params_fwd, x):
+    carry = zero_carry(kind, x.shape[0], params_fwd["w_h"].shape[0], x.dtype)
+
+    def kernels(x):  # on a CPU: one kernel call per direction
+      return tuple(gru_cpu.kernel_layer(p, x, lengths, carry, r, projected=False)
+                   for p, r in ((params_fwd, False), (params_bwd, True)))
+    return jax.lax.platform_dependent(x, cpu=kernels, default=lambda x: run_bidirectional(
+        kind, params_fwd, params_bwd, x, lengths, unroll, "custom_vjp"))
   if recurrence == "scan":
     return tuple(run_layer(kind, p, project(p, x), lengths, reverse=r, unroll=unroll,
                            recurrence=recurrence)

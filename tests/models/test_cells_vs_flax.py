@@ -91,9 +91,13 @@ def assert_trees_close(got, want, **tol):
     np.testing.assert_allclose(g, w, **tol)
 
 
-@pytest.mark.parametrize("recurrence", recurrent.RECURRENCES)
+# "fused" differs from "custom_vjp" for GRU layers only (the kernel).
+KIND_AND_RECURRENCE = [(kind, r) for kind in sorted(FLAX_CELLS) for r in recurrent.RECURRENCES
+                       if r != "fused" or kind == "gru"]
+
+
+@pytest.mark.parametrize("kind,recurrence", KIND_AND_RECURRENCE)
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("kind", sorted(FLAX_CELLS))
 def test_layer_equals_flax_cell(kind, reverse, recurrence):
   p, x = layer_inputs(kind)
   lengths = jnp.asarray(LENGTHS)
@@ -116,8 +120,7 @@ def test_layer_equals_flax_cell(kind, reverse, recurrence):
   assert float(jnp.abs(got[1][2, 1:]).max()) == 0.0  # row 2 has length 1: no gradient to padding
 
 
-@pytest.mark.parametrize("recurrence", recurrent.RECURRENCES)
-@pytest.mark.parametrize("kind", sorted(FLAX_CELLS))
+@pytest.mark.parametrize("kind,recurrence", KIND_AND_RECURRENCE)
 def test_bidirectional_encoder_equals_stacked_flax_cells(kind, recurrence):
   """Two bidirectional layers: each direction is Flax's cell, the second
   layer reads the first's two directions concatenated."""
