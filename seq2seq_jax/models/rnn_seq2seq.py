@@ -271,11 +271,11 @@ class RNNSeq2Seq(nn.Module):
           dropout_lib.dropout(jax.random.fold_in(jax.random.fold_in(key, t), l), self.dropout, ones)
           for l in range(self.decoder_layers - 1)]))(jnp.arange(steps))
 
-    def stack(name, layers):  # [layers, ...]; layers 1.. may be none
+    def stack(name, layers):  # [layers, ...]; layers 1.. (shaped like w_h, b_h) may be none
       if layers:
         return jnp.stack([c[name] for c in layers])
-      return jnp.zeros((0,) + cells[0][name].shape[-1:] if name == "b_i" else
-                       (0, hidden, 3 * hidden), cells[0][name].dtype)
+      like = cells[0]["w_h" if name == "w_i" else "b_h"]
+      return jnp.zeros((0,) + like.shape, like.dtype)
 
     arrays = decoder_cpu.DecoderArrays(
         e=e, memory=memory, src_len=state["src_len"].astype(jnp.int32), h0=jnp.stack(state["carry"]),

@@ -123,6 +123,28 @@ const float* layer_input(const float* below, const float* masks, int64_t t, int6
   return scratch;
 }
 
+// What both passes read of problem p of the stack, and every layer's carries.
+struct Problem {
+  const Dims& d;
+  const float *e, *memory, *h0, *v, *masks, *carries;  // masks: null without dropout
+  const int32_t* len;
+  Problem(const Dims& d, int64_t p, F32& e_, F32& memory_, S32& src_len, F32& h0_, F32& v_,
+          F32& masks_, const float* all_carries)
+      : d(d),
+        e(e_.typed_data() + p * d.B * d.T * d.E),
+        memory(memory_.typed_data() + p * d.B * d.S * d.D),
+        h0(h0_.typed_data() + p * d.L * d.B * d.H),
+        v(v_.typed_data() + p * d.A),
+        masks(masks_.element_count() > 0
+                  ? masks_.typed_data() + p * d.T * (d.L - 1) * d.B * d.H : nullptr),
+        carries(all_carries + p * d.T * d.L * d.B * d.H),
+        len(src_len.typed_data() + p * d.B) {}
+  // Layer l's carry after step t (t = -1: h0).
+  const float* carry(int64_t t, int64_t l) const {
+    return t < 0 ? h0 + l * d.B * d.H : carries + (t * d.L + l) * d.B * d.H;
+  }
+};
+
 ffi::Error Forward(ffi::ThreadPool pool, F32 e, F32 memory, S32 src_len, F32 h0, F32 w_ie,
                    F32 b_i0, F32 w_ic, F32 w_k, F32 b_k, F32 w_q, F32 v, F32 w_h, F32 b_h,
                    F32 w_i, F32 b_i, F32 masks, Out tops, Out contexts, Out weights, Out keys,
@@ -132,16 +154,11 @@ ffi::Error Forward(ffi::ThreadPool pool, F32 e, F32 memory, S32 src_len, F32 h0,
   const int64_t T = d.T, B = d.B, E = d.E, H = d.H, G = d.G, S = d.S, A = d.A, D = d.D, L = d.L;
   Packed w(d);
   std::vector<float> dropped(B * H);
-  const bool dropout = masks.element_count() > 0;
   for (int64_t p = 0; p < leading(e.dimensions(), 3); ++p) {
     w.pack(d, p, false, w_ie, w_ic, w_k, w_q, w_h, w_i);
-    const float* e_p = e.typed_data() + p * B * T * E;
-    const float* m_p = memory.typed_data() + p * B * S * D;
-    const int32_t* len_p = src_len.typed_data() + p * B;
-    const float* h0_p = h0.typed_data() + p * L * B * H;
+    const Problem pr(d, p, e, memory, src_len, h0, v, masks, carries->typed_data());
     const float* bi0_p = b_i0.typed_data() + p * G;
     const float* bk_p = b_k.typed_data() + p * A;
-    const float* v_p = v.typed_data() + p * A;
     const float* bh_p = b_h.typed_data() + p * L * G;
     const float* bi_p = b_i.typed_data() + p * (L - 1) * G;
     float* tops_p = tops->typed_data() + p * T * B * H;
@@ -152,33 +169,29 @@ ffi::Error Forward(ffi::ThreadPool pool, F32 e, F32 memory, S32 src_len, F32 h0,
     float* hps_p = hps->typed_data() + p * T * L * B * G;
     float* xps_p = xps->typed_data() + p * T * L * B * G;
     float* qs_p = qs->typed_data() + p * T * B * A;
-    const float* masks_p = dropout ? masks.typed_data() + p * T * (L - 1) * B * H : nullptr;
-    auto carry = [&](int64_t t, int64_t l) {  // layer l's carry after step t (t = -1: h0)
-      return t < 0 ? h0_p + l * B * H : car_p + (t * L + l) * B * H;
-    };
     on_two_threads(pool, B, [&](int64_t b0, int64_t b1) {
       const int64_t rows = b1 - b0;
-      gemm_packed(m_p, w.k.data(), bk_p, k_p, b0 * S, b1 * S, D, A);  // the keys of these rows
+      gemm_packed(pr.memory, w.k.data(), bk_p, k_p, b0 * S, b1 * S, D, A);  // the keys of these rows
       for (int64_t t = 0; t < T; ++t) {
         float* q = qs_p + t * B * A;
         float* ctx = ctx_p + t * B * D;
-        gemm_packed(carry(t - 1, L - 1), w.q.data(), nullptr, q, b0, b1, H, A);
-        attend_rows(d, k_p, m_p, len_p, v_p, q, w_p + t * B * S, ctx, b0, b1);
+        gemm_packed(pr.carry(t - 1, L - 1), w.q.data(), nullptr, q, b0, b1, H, A);
+        attend_rows(d, k_p, pr.memory, pr.len, pr.v, q, w_p + t * B * S, ctx, b0, b1);
         for (int64_t l = 0; l < L; ++l) {
           float* x = xps_p + (t * L + l) * B * G;
           float* hp = hps_p + (t * L + l) * B * G;
           if (l == 0) {  // e_t w_ie + b_i (e's rows are T * E apart), + c w_ic
-            gemm_packed(e_p + t * E, w.ie.data(), bi0_p, x, b0, b1, E, G, T * E);
+            gemm_packed(pr.e + t * E, w.ie.data(), bi0_p, x, b0, b1, E, G, T * E);
             gemm_packed<true>(ctx, w.ic.data(), nullptr, x, b0, b1, D, G);
           } else {
-            const float* in = layer_input(carry(t, l - 1), masks_p, t, l, d, dropped.data(), b0, b1);
+            const float* in = layer_input(pr.carry(t, l - 1), pr.masks, t, l, d, dropped.data(), b0, b1);
             gemm_packed(in, w.i.data() + (l - 1) * H * G, bi_p + (l - 1) * G, x, b0, b1, H, G);
           }
-          gemm_packed(carry(t - 1, l), w.h.data() + l * H * G, bh_p + l * G, hp, b0, b1, H, G);
-          gru_gates({x, x + H, x + 2 * H, G}, hp, nullptr, carry(t - 1, l),
+          gemm_packed(pr.carry(t - 1, l), w.h.data() + l * H * G, bh_p + l * G, hp, b0, b1, H, G);
+          gru_gates({x, x + H, x + 2 * H, G}, hp, nullptr, pr.carry(t - 1, l),
                     car_p + (t * L + l) * B * H, b0, b1, H);
         }
-        std::memcpy(tops_p + (t * B + b0) * H, carry(t, L - 1) + b0 * H, rows * H * 4);
+        std::memcpy(tops_p + (t * B + b0) * H, pr.carry(t, L - 1) + b0 * H, rows * H * 4);
       }
     });
   }
@@ -262,20 +275,14 @@ ffi::Error Backward(ffi::ThreadPool pool, F32 e, F32 memory, S32 src_len, F32 h0
   int64_t total = 0;
   for (int g = 0; g < kGrads; ++g) total += grad_size(d, g);
   std::vector<float> other(total);
-  const bool dropout = masks.element_count() > 0;
   Out* outs[kGrads] = {&d_w_ie, &d_b_i0, &d_w_ic, &d_w_k, &d_b_k, &d_w_q, &d_v,
                        &d_w_h, &d_b_h, &d_w_i, &d_b_i};
   for (int64_t p = 0; p < leading(e.dimensions(), 3); ++p) {
     wT.pack(d, p, true, w_ie, w_ic, w_k, w_q, w_h, w_i);
-    const float* e_p = e.typed_data() + p * B * T * E;
-    const float* m_p = memory.typed_data() + p * B * S * D;
-    const int32_t* len_p = src_len.typed_data() + p * B;
-    const float* h0_p = h0.typed_data() + p * L * B * H;
-    const float* v_p = v.typed_data() + p * A;
+    const Problem pr(d, p, e, memory, src_len, h0, v, masks, carries.typed_data());
     const float* k_p = keys.typed_data() + p * B * S * A;
     const float* ctx_p = contexts.typed_data() + p * T * B * D;
     const float* w_p = weights.typed_data() + p * T * B * S;
-    const float* car_p = carries.typed_data() + p * T * L * B * H;
     const float* hps_p = hps.typed_data() + p * T * L * B * G;
     const float* xps_p = xps.typed_data() + p * T * L * B * G;
     const float* qs_p = qs.typed_data() + p * T * B * A;
@@ -284,7 +291,6 @@ ffi::Error Backward(ffi::ThreadPool pool, F32 e, F32 memory, S32 src_len, F32 h0
     const float* dw_p = d_weights.typed_data() + p * T * B * S;
     float* de_p = d_e->typed_data() + p * B * T * E;
     float* dm_p = d_memory->typed_data() + p * B * S * D;
-    const float* masks_p = dropout ? masks.typed_data() + p * T * (L - 1) * B * H : nullptr;
     float* mine[kGrads];
     float* theirs[kGrads];
     for (int g = 0, offset = 0; g < kGrads; offset += grad_size(d, g), ++g) {
@@ -296,9 +302,6 @@ ffi::Error Backward(ffi::ThreadPool pool, F32 e, F32 memory, S32 src_len, F32 h0
     std::fill(dk.begin(), dk.end(), 0.f);
     std::fill(dm_p, dm_p + B * S * D, 0.f);
     std::fill(dh_a.begin(), dh_a.end(), 0.f);
-    auto carry = [&](int64_t t, int64_t l) {
-      return t < 0 ? h0_p + l * B * H : car_p + (t * L + l) * B * H;
-    };
     on_two_threads(pool, B, [&](int64_t b0, int64_t b1) {
       const int64_t rows = b1 - b0;
       float** g = b0 == 0 ? mine : theirs;
@@ -309,7 +312,7 @@ ffi::Error Backward(ffi::ThreadPool pool, F32 e, F32 memory, S32 src_len, F32 h0
         for (int64_t i = b0 * H; i < b1 * H; ++i) top[i] += dtop_p[t * B * H + i];
         for (int64_t l = L - 1; l >= 0; --l) {
           const float* x = xps_p + (t * L + l) * B * G;
-          const float* prev = carry(t - 1, l);
+          const float* prev = pr.carry(t - 1, l);
           float* dn = nxt + l * B * H;
           gru_gates_backward(cur + l * B * H, prev, {x, x + H, x + 2 * H, G},
                              hps_p + (t * L + l) * B * G, nullptr, dhp.data(), dxp.data() + 2 * H,
@@ -321,21 +324,21 @@ ffi::Error Backward(ffi::ThreadPool pool, F32 e, F32 memory, S32 src_len, F32 h0
           add_outer(prev + b0 * H, dhp.data() + b0 * G, rows, g[kH] + l * H * G,
                     g[kBh] + l * G, H, G);
           if (l > 0) {
-            const float* in = layer_input(carry(t, l - 1), masks_p, t, l, d, dropped.data(), b0, b1);
+            const float* in = layer_input(pr.carry(t, l - 1), pr.masks, t, l, d, dropped.data(), b0, b1);
             add_outer(in + b0 * H, dxp.data() + b0 * G, rows, g[kI] + (l - 1) * H * G,
                       g[kBi] + (l - 1) * G, H, G);
             float* below = cur + (l - 1) * B * H;  // the gradient of the layer below's carry
-            if (!masks_p) {
+            if (!pr.masks) {
               gemm_packed<true>(dxp.data(), wT.i.data() + (l - 1) * G * H, nullptr, below, b0,
                                 b1, G, H);
             } else {
               gemm_packed(dxp.data(), wT.i.data() + (l - 1) * G * H, nullptr, dinput.data(), b0,
                           b1, G, H);
-              const float* m = masks_p + (t * (L - 1) + l - 1) * B * H;
+              const float* m = pr.masks + (t * (L - 1) + l - 1) * B * H;
               for (int64_t i = b0 * H; i < b1 * H; ++i) below[i] += dinput[i] * m[i];
             }
           } else {  // layer 0: the embeddings', the context's and b_i's gradients
-            add_outer(e_p + b0 * T * E + t * E, dxp.data() + b0 * G, rows, g[kIe], g[kBi0], E, G,
+            add_outer(pr.e + b0 * T * E + t * E, dxp.data() + b0 * G, rows, g[kIe], g[kBi0], E, G,
                       T * E);
             gemm_packed(dxp.data(), wT.ie.data(), nullptr, de_p + t * E, b0, b1, G, E, -1, T * E);
             std::memcpy(dc.data() + b0 * D, dctx_p + (t * B + b0) * D, rows * D * 4);
@@ -343,15 +346,15 @@ ffi::Error Backward(ffi::ThreadPool pool, F32 e, F32 memory, S32 src_len, F32 h0
             add_outer(ctx_p + (t * B + b0) * D, dxp.data() + b0 * G, rows, g[kIc], nullptr, D, G);
           }
         }
-        attend_rows_backward(d, k_p, m_p, len_p, v_p, qs_p + t * B * A, w_p + t * B * S,
+        attend_rows_backward(d, k_p, pr.memory, pr.len, pr.v, qs_p + t * B * A, w_p + t * B * S,
                              dc.data(), dw_p + t * B * S, dm_p, dk.data(), g[kV], dq.data(), b0,
                              b1);
-        add_outer(carry(t - 1, L - 1) + b0 * H, dq.data() + b0 * A, rows, g[kQ], nullptr, H, A);
+        add_outer(pr.carry(t - 1, L - 1) + b0 * H, dq.data() + b0 * A, rows, g[kQ], nullptr, H, A);
         gemm_packed<true>(dq.data(), wT.q.data(), nullptr, nxt + (L - 1) * B * H, b0, b1, A, H);
         std::swap(cur, nxt);
       }
       // The keys' projection: k = m w_k + b_k over these rows' memory.
-      add_outer(m_p + b0 * S * D, dk.data() + b0 * S * A, rows * S, g[kK], g[kBk], D, A);
+      add_outer(pr.memory + b0 * S * D, dk.data() + b0 * S * A, rows * S, g[kK], g[kBk], D, A);
       gemm_packed<true>(dk.data(), wT.k.data(), nullptr, dm_p, b0 * S, b1 * S, A, D);
     });
     const float* last = T % 2 == 1 ? dh_b.data() : dh_a.data();  // after T swaps
