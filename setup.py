@@ -15,11 +15,16 @@ from setuptools import Extension, setup
 setup(ext_modules=[
     Extension(
         "seq2seq_jax.models._cpu_kernels",
+        # Each kernel twice, for AVX-512 and (the *_avx2.cc that include it) for
+        # AVX2; module.cc picks what the CPU runs (cpu/kernels.h).
         sources=[f"seq2seq_jax/models/cpu/{name}.cc"
-                 for name in ("module", "gru_layer", "bahdanau_decoder")],
-        depends=["seq2seq_jax/models/cpu/kernels.h"],
-        include_dirs=[os.path.join(os.path.dirname(jaxlib.__file__), "include")],
-        extra_compile_args=["-std=c++17", "-O3", "-fvisibility=hidden"],
+                 for name in ("module", "gru_layer", "bahdanau_decoder", "gru_layer_avx2",
+                              "bahdanau_decoder_avx2")],
+        depends=[f"seq2seq_jax/models/cpu/{name}"
+                 for name in ("kernels.h", "gru_layer.cc", "bahdanau_decoder.cc")],
+        # jaxlib's headers as system headers: their own warnings are not ours.
+        extra_compile_args=["-std=c++17", "-O3", "-fvisibility=hidden", "-isystem",
+                            os.path.join(os.path.dirname(jaxlib.__file__), "include")],
         language="c++",
         optional=True,
     )

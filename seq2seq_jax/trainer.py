@@ -26,6 +26,7 @@ from seq2seq_jax.checkpoints import Checkpoints, has_checkpoints, restore_params
 from seq2seq_jax.data import batching, pipeline, sources, tokenizers
 from seq2seq_jax.errors import CheckpointError
 from seq2seq_jax.metric_writer import MetricWriter, NullWriter
+from seq2seq_jax.models import cpu_kernels
 
 class Run:
   """Everything a run derives from its config and data, before any write."""
@@ -174,6 +175,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     resumes there.
   """
   config_schema.validate(config)
+  cpu_kernels.isa()  # a bad SEQ2SEQ_JAX_CPU_KERNELS fails here, before any write
   parallel.initialize(config.parallel)  # before anything touches a device
   cfg = config.train
   engine = parallel.DataParallel(config.parallel.strategy)

@@ -33,7 +33,7 @@ step = engine.train_step(train_cfg=config.train)
 state, metrics = step(state, engine.put_batch(batch), jax.random.key(1))
 out = decoding.jit_decode(model, 6)(engine.local_params(state), batch["src"], batch["src_len"])
 print(json.dumps({"file": seq2seq_jax.__file__, "kernel": _cpu_kernels.__file__,
-                  "kernel_used": cpu_kernels.available() == _cpu_kernels.avx512(),
+                  "kernel_used": cpu_kernels.available() == bool(_cpu_kernels.isas()),
                   "step": int(state.step),
                   "loss": float(metrics["loss"]), "tokens": np.asarray(out["tokens"]).shape}))
 """

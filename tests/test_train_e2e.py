@@ -238,6 +238,13 @@ def test_bad_config_values_are_refused_in_process(tmp_path, override, needle):
   assert not os.path.exists(tmp_path / "w")
 
 
+def test_a_bad_kernel_setting_fails_before_anything_is_written(tmp_path, monkeypatch):
+  monkeypatch.setenv("SEQ2SEQ_JAX_CPU_KERNELS", "avx9")
+  with pytest.raises(ConfigError, match="SEQ2SEQ_JAX_CPU_KERNELS='avx9'"):
+    trainer.train_and_evaluate(tiny_config.get_config(), str(tmp_path / "w"))
+  assert not os.path.exists(tmp_path / "w")
+
+
 def test_data_errors(tmp_path):
   bad = tmp_path / "bad.tsv"
   bad.write_text("hello\tbonjour\n\nno tab here\n", encoding="utf-8")

@@ -156,8 +156,9 @@ def machine_info(torch_used: bool = False) -> dict:
       "xla_flags": os.environ.get("XLA_FLAGS"),
       "host_settings": host.applied(),  # seq2seq_jax.host, shared by JAX and PyTorch
       # GRU layers and Bahdanau GRU decoders run the compiled kernels
-      # (recurrence "fused", the default).
-      "cpu_kernels": cpu_kernels.available() and jax.default_backend() == "cpu",
+      # (recurrence "fused", the default) for this instruction set: "avx512",
+      # "avx2", or None (JAX's loops).
+      "cpu_kernels": cpu_kernels.isa() if jax.default_backend() == "cpu" else None,
       # A persistent compilation cache turns compile times into cache loads.
       "compilation_cache_dir": jax.config.jax_compilation_cache_dir,
   }

@@ -3,9 +3,9 @@ a model with `recurrence="fused"` against the same model with "scan" (the
 plain loops, differentiated by JAX): logits, attention weights and every
 parameter's gradient, with one, two and three decoder layers, padded and
 empty source rows, dropout on the embeddings and between layers (the same
-masks), and under jax.vmap; the kernel
-is in programs for the CPU and in none for GPU or TPU; models it does not
-take run the scan."""
+masks), and under jax.vmap, with the instruction set in use and one case on
+AVX2; the kernel is in programs for the CPU and in none for GPU or TPU;
+models it does not take run the scan."""
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +16,7 @@ from seq2seq_jax.models import cpu_kernels
 from seq2seq_jax.models.rnn_seq2seq import RNNSeq2Seq
 
 needs_kernel = pytest.mark.skipif(not cpu_kernels.available(),
-                                  reason="the kernels need x86-64 with AVX-512")
+                                  reason="the kernels need x86-64 with AVX2 and FMA")
 VOCAB = 9
 
 
@@ -58,18 +58,27 @@ def _assert_close(got, want, rtol):
     np.testing.assert_allclose(g, w, rtol=rtol, atol=rtol * scale)
 
 
+THREE_LAYERS = dict(decoder_layers=3, decoder_hidden=16, attention_dim=48, dropout=0.3)
+
+
 @needs_kernel
-@pytest.mark.parametrize("kw,rows", [
-    (dict(), 5),
-    (dict(decoder_layers=1, dropout=0.2), 13),  # embedding dropout; 13 rows: odd thread split
-    (dict(decoder_layers=3, decoder_hidden=16, attention_dim=48, dropout=0.3), 7),
-], ids=["2-layers", "1-layer-dropout", "3-layers-dropout-between"])
-def test_fused_decoder_equals_the_scan_in_values_and_gradients(kw, rows):
+@pytest.mark.parametrize("kw,rows,isa", [
+    (dict(), 5, None),  # None: the instruction set in use
+    (dict(decoder_layers=1, dropout=0.2), 13, None),  # embedding dropout; 13 rows: odd thread split
+    (THREE_LAYERS, 7, None),
+    pytest.param(THREE_LAYERS, 7, "avx2", marks=pytest.mark.skipif(
+        "avx2" not in cpu_kernels.supported(), reason="needs AVX2")),
+], ids=["2-layers", "1-layer-dropout", "3-layers-dropout-between", "3-layers-avx2"])
+def test_fused_decoder_equals_the_scan_in_values_and_gradients(kw, rows, isa):
   src, src_len, tgt = _batch(rows, 9, 6)
   ref, fused = _model("scan", **kw), _model("fused", **kw)
   params = ref.init(jax.random.key(0), src, src_len, tgt)["params"]
   want = jax.grad(_loss(ref, src, src_len, tgt), has_aux=True)(params)
-  got = jax.jit(jax.grad(_loss(fused, src, src_len, tgt), has_aux=True))(params)
+  isa = isa or cpu_kernels.isa()
+  with cpu_kernels.forced_isa(isa):
+    program = jax.jit(jax.grad(_loss(fused, src, src_len, tgt), has_aux=True)).lower(params)
+    assert f"bahdanau_decoder_backward_{isa}" in program.as_text()
+    got = program.compile()(params)
   _assert_close(got[1], want[1], rtol=1e-5)  # logits and attention weights
   _assert_close(got[0], want[0], rtol=1e-4)  # every parameter's gradient
   assert all(float(jnp.max(jnp.abs(g))) > 0 for g in jax.tree.leaves(got[0]))
@@ -100,7 +109,8 @@ def _program(model, platforms=None):
 @needs_kernel
 def test_cpu_programs_call_the_kernel_and_gpu_and_tpu_programs_do_not():
   cpu = _program(_model("fused"))
-  assert "bahdanau_decoder_forward" in cpu and "bahdanau_decoder_backward" in cpu
+  isa = cpu_kernels.isa()
+  assert f"bahdanau_decoder_forward_{isa}" in cpu and f"bahdanau_decoder_backward_{isa}" in cpu
   for platform in ("cuda", "rocm", "tpu"):
     assert "bahdanau_decoder_" not in _program(_model("fused"), [platform])
 

@@ -22,16 +22,17 @@
 // in the model's batch-major layout, and the weights' gradients are added up
 // as the backward pass goes (per thread, summed at the end). Leading
 // dimensions (jax.vmap, as for an ensemble) are independent problems, run one
-// after the other.
+// after the other. Compiled for AVX-512 here and for AVX2 by
+// bahdanau_decoder_avx2.cc (kernels.h).
 #include <cmath>
 
 #include "kernels.h"
 
 #ifdef SEQ2SEQ_CPU_KERNELS
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512dq,fma")
+SEQ2SEQ_ISA_TARGET
 
-namespace cpu_kernels {
+namespace cpu_kernels::SEQ2SEQ_ISA {
 namespace {
 
 struct Dims {
@@ -93,11 +94,10 @@ void attend_rows(const Dims& d, const float* keys, const float* values, const in
     float* w = weights + b * S;
     float top = -INFINITY;
     for (int64_t j = 0; j < len; ++j) {
-      __m512 acc = _mm512_setzero_ps();
+      Vec acc = set1(0.f);
       for (int64_t a = 0; a < A; a += 16)
-        acc = _mm512_fmadd_ps(tanh16(_mm512_add_ps(load(kb + j * A + a), load(qb + a))),
-                              load(v + a), acc);
-      s[j] = _mm512_reduce_add_ps(acc);
+        acc = fmadd(tanh16(add(load(kb + j * A + a), load(qb + a))), load(v + a), acc);
+      s[j] = reduce_add(acc);
       top = std::max(top, s[j]);
     }
     float sum = 0.f;
@@ -105,10 +105,10 @@ void attend_rows(const Dims& d, const float* keys, const float* values, const in
     for (int64_t j = 0; j < S; ++j) w[j] = j < len ? s[j] / sum : 0.f;
     const float* mb = values + b * S * D;
     for (int64_t i = 0; i < D; i += 16) {
-      __m512 acc = _mm512_setzero_ps();
+      Vec acc = set1(0.f);
       for (int64_t j = 0; j < len; ++j)
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(w[j]), load(mb + j * D + i), acc);
-      _mm512_storeu_ps(context + b * D + i, acc);
+        acc = fmadd(set1(w[j]), load(mb + j * D + i), acc);
+      store(context + b * D + i, acc);
     }
   }
 }
@@ -208,7 +208,7 @@ void attend_rows_backward(const Dims& d, const float* keys, const float* values,
                           float* dk, float* dv, float* dq, int64_t b0, int64_t b1) {
   const int64_t S = d.S, A = d.A, D = d.D;
   std::vector<float> ds(S);
-  const __m512 one = _mm512_set1_ps(1.f);
+  const Vec one = set1(1.f);
   for (int64_t b = b0; b < b1; ++b) {
     const int64_t len = std::clamp<int64_t>(src_len[b], 0, S);
     const float* w = weights + b * S;
@@ -216,33 +216,33 @@ void attend_rows_backward(const Dims& d, const float* keys, const float* values,
     const float* dcb = dc + b * D;
     float dot = 0.f;
     for (int64_t j = 0; j < len; ++j) {
-      __m512 acc = _mm512_setzero_ps();
-      const __m512 wj = _mm512_set1_ps(w[j]);
+      Vec acc = set1(0.f);
+      const Vec wj = set1(w[j]);
       for (int64_t i = 0; i < D; i += 16) {
-        const __m512 g = load(dcb + i);
-        acc = _mm512_fmadd_ps(g, load(mb + j * D + i), acc);
+        const Vec g = load(dcb + i);
+        acc = fmadd(g, load(mb + j * D + i), acc);
         float* dmj = dm + (b * S + j) * D + i;
-        _mm512_storeu_ps(dmj, _mm512_fmadd_ps(wj, g, load(dmj)));
+        store(dmj, fmadd(wj, g, load(dmj)));
       }
-      ds[j] = _mm512_reduce_add_ps(acc) + dw[b * S + j];  // the gradient of weight j
+      ds[j] = reduce_add(acc) + dw[b * S + j];  // the gradient of weight j
       dot += w[j] * ds[j];
     }
     for (int64_t j = 0; j < len; ++j) ds[j] = w[j] * (ds[j] - dot);  // softmax backward
     const float* kb = keys + b * S * A;
     float* dkb = dk + b * S * A;
     for (int64_t a = 0; a < A; a += 16) {
-      const __m512 qa = load(q + b * A + a), va = load(v + a);
-      __m512 dqa = _mm512_setzero_ps(), dva = _mm512_setzero_ps();
+      const Vec qa = load(q + b * A + a), va = load(v + a);
+      Vec dqa = set1(0.f), dva = set1(0.f);
       for (int64_t j = 0; j < len; ++j) {
-        const __m512 u = tanh16(_mm512_add_ps(load(kb + j * A + a), qa));
-        const __m512 s = _mm512_set1_ps(ds[j]);
-        const __m512 g = _mm512_mul_ps(_mm512_mul_ps(s, va), _mm512_fnmadd_ps(u, u, one));
-        _mm512_storeu_ps(dkb + j * A + a, _mm512_add_ps(load(dkb + j * A + a), g));
-        dqa = _mm512_add_ps(dqa, g);
-        dva = _mm512_fmadd_ps(s, u, dva);
+        const Vec u = tanh16(add(load(kb + j * A + a), qa));
+        const Vec s = set1(ds[j]);
+        const Vec g = mul(mul(s, va), fnmadd(u, u, one));
+        store(dkb + j * A + a, add(load(dkb + j * A + a), g));
+        dqa = add(dqa, g);
+        dva = fmadd(s, u, dva);
       }
-      _mm512_storeu_ps(dq + b * A + a, dqa);
-      _mm512_storeu_ps(dv + a, _mm512_add_ps(load(dv + a), dva));
+      store(dq + b * A + a, dqa);
+      store(dv + a, add(load(dv + a), dva));
     }
   }
 }
@@ -366,13 +366,14 @@ ffi::Error Backward(ffi::ThreadPool pool, F32 e, F32 memory, S32 src_len, F32 h0
 }
 
 }  // namespace
-}  // namespace cpu_kernels
+}  // namespace cpu_kernels::SEQ2SEQ_ISA
 
 #pragma GCC pop_options
 #endif
 
 #ifdef SEQ2SEQ_CPU_KERNELS
-XLA_FFI_DEFINE_HANDLER_SYMBOL(BahdanauDecoderForward, cpu_kernels::Forward,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SEQ2SEQ_ISA_SYMBOL(BahdanauDecoderForward),
+                              cpu_kernels::SEQ2SEQ_ISA::Forward,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<F32>()    // e: target embeddings [..., B, T, E]
@@ -400,7 +401,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(BahdanauDecoderForward, cpu_kernels::Forward,
                                   .Ret<F32>()    // the input pre-activations [..., T, L, B, 3H]
                                   .Ret<F32>());  // the queries [..., T, B, A]
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(BahdanauDecoderBackward, cpu_kernels::Backward,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SEQ2SEQ_ISA_SYMBOL(BahdanauDecoderBackward),
+                              cpu_kernels::SEQ2SEQ_ISA::Backward,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<F32>()    // e

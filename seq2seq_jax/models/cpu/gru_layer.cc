@@ -14,21 +14,25 @@
 //
 // Why it is faster than XLA's scan: one call runs every step (XLA's loop
 // costs several microseconds per operation per step), each step's matmuls run
-// near the CPU's peak (weights packed once per call into 48-column panels, a
-// 6 x 48 register block), the two cores each carry half of the batch's rows
-// through all the steps with no synchronisation, inputs and outputs are read
-// and written in the model's batch-major layout (no transposes around the
-// call), and the backward pass adds up the weights' gradients as it goes.
+// near the CPU's peak (weights packed once per call into panels of columns,
+// sums in register blocks of 6 x 48 on AVX-512, 6 x 16 on AVX2), the two
+// cores each carry half of the batch's rows through all the steps with no
+// synchronisation, inputs and outputs are read and written in the model's
+// batch-major layout (no transposes around the call), and the backward pass
+// adds up the weights' gradients as it goes.
 //
 // Leading dimensions (jax.vmap with vmap_method="broadcast_all", as for an
 // ensemble) are independent problems, run one after the other.
+//
+// Compiled for AVX-512 here and for AVX2 by gru_layer_avx2.cc (kernels.h):
+// the handlers GruLayerForward_avx512, GruLayerForward_avx2, and so on.
 #include "kernels.h"
 
 #ifdef SEQ2SEQ_CPU_KERNELS
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512dq,fma")
+SEQ2SEQ_ISA_TARGET
 
-namespace cpu_kernels {
+namespace cpu_kernels::SEQ2SEQ_ISA {
 namespace {
 
 struct Sizes {
@@ -178,11 +182,12 @@ ffi::Error Backward(ffi::ThreadPool pool, F32 x, F32 w_i, F32 w_h, S32 lengths, 
 }
 
 }  // namespace
-}  // namespace cpu_kernels
+}  // namespace cpu_kernels::SEQ2SEQ_ISA
 
 #pragma GCC pop_options
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(GruLayerForward, cpu_kernels::Forward,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SEQ2SEQ_ISA_SYMBOL(GruLayerForward),
+                              cpu_kernels::SEQ2SEQ_ISA::Forward,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<F32>()    // x [..., B, T, E] (or x w_i + b_i, E = 3H)
@@ -199,7 +204,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(GruLayerForward, cpu_kernels::Forward,
                                   .Ret<F32>()    // x w_i + b_i at each step [..., T, B, 3H]
                                   .Ret<F32>());  // h w_h + b_h at each step [..., T, B, 3H]
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(GruLayerBackward, cpu_kernels::Backward,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SEQ2SEQ_ISA_SYMBOL(GruLayerBackward),
+                              cpu_kernels::SEQ2SEQ_ISA::Backward,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<F32>()    // x

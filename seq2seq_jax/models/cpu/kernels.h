@@ -1,8 +1,21 @@
-// What the CPU kernels share (gru_layer.cc, bahdanau_decoder.cc): matmuls on
-// packed weights, exp/sigmoid/tanh on 16 floats, the update of a weight
-// gradient, and running a batch's rows on two threads. AVX-512F/DQ: the
-// Python side checks the CPU before it calls a kernel (module.cc: avx512()),
-// and only the code between the target pragmas is compiled for AVX-512.
+// What the CPU kernels share (gru_layer.cc, bahdanau_decoder.cc): a vector
+// of 16 floats with the few operations they use, exp/sigmoid/tanh on it,
+// matmuls on packed weights, the update of a weight gradient, and running a
+// batch's rows on two threads.
+//
+// Each kernel source is compiled twice, for AVX-512F/DQ and (by its *_avx2.cc
+// twin, which defines SEQ2SEQ_CPU_AVX2 first) for AVX2 with FMA. The code of
+// one instruction set lives in its own namespace, cpu_kernels::avx512 or
+// cpu_kernels::avx2 (SEQ2SEQ_ISA), so that the linker never merges an inline
+// function compiled for one with its twin compiled for the other, and only
+// that code is compiled for it (between push_options + SEQ2SEQ_ISA_TARGET
+// and pop_options): module.cc, which asks the CPU what it has, imports on any
+// x86-64, and Python calls a handler only on a CPU that can run it.
+//
+// Both give the same bits: every vector operation is the same IEEE one lane
+// by lane, exp's scaling by 2^n rounds once in both, the horizontal sum adds
+// in the same order, and the matmuls add each sum's terms in the same order
+// whatever their register blocks.
 #ifndef SEQ2SEQ_JAX_MODELS_CPU_KERNELS_H_
 #define SEQ2SEQ_JAX_MODELS_CPU_KERNELS_H_
 
@@ -25,17 +38,113 @@ using Out = ffi::ResultBuffer<ffi::F32>;
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define SEQ2SEQ_CPU_KERNELS 1
+// GCC 12.1 and 12.2 warn of "'__Y' may be used uninitialized" in their own
+// AVX-512 intrinsics (GCC bug 105593): silenced for those headers alone.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
+#pragma GCC diagnostic pop
+
+#ifdef SEQ2SEQ_CPU_AVX2
+#define SEQ2SEQ_ISA avx2
+#define SEQ2SEQ_ISA_TARGET _Pragma("GCC target(\"avx2,fma\")")
+#else
+#define SEQ2SEQ_ISA avx512
+#define SEQ2SEQ_ISA_TARGET _Pragma("GCC target(\"avx512f,avx512dq,fma\")")
+#endif
+// A handler's symbol for this instruction set, e.g. GruLayerForward_avx2.
+#define SEQ2SEQ_ISA_SYMBOL(name) SEQ2SEQ_PASTE(name, SEQ2SEQ_ISA)
+#define SEQ2SEQ_PASTE(a, b) SEQ2SEQ_PASTE_(a, b)
+#define SEQ2SEQ_PASTE_(a, b) a##_##b
+
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512dq,fma")
+SEQ2SEQ_ISA_TARGET
 
-namespace cpu_kernels {
+namespace cpu_kernels::SEQ2SEQ_ISA {
 
-// w [K, N] into panels of up to 48 columns, each [K][width] contiguous (N a
-// multiple of 16; the last panel may be 16 or 32 wide): wp has K * N floats.
+#ifdef SEQ2SEQ_CPU_AVX2
+// 16 floats in two AVX2 registers.
+struct Vec {
+  __m256 lo, hi;
+};
+inline Vec load(const float* p) { return {_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)}; }
+inline void store(float* p, Vec a) {
+  _mm256_storeu_ps(p, a.lo);
+  _mm256_storeu_ps(p + 8, a.hi);
+}
+inline Vec set1(float x) { return {_mm256_set1_ps(x), _mm256_set1_ps(x)}; }
+inline Vec add(Vec a, Vec b) { return {_mm256_add_ps(a.lo, b.lo), _mm256_add_ps(a.hi, b.hi)}; }
+inline Vec sub(Vec a, Vec b) { return {_mm256_sub_ps(a.lo, b.lo), _mm256_sub_ps(a.hi, b.hi)}; }
+inline Vec mul(Vec a, Vec b) { return {_mm256_mul_ps(a.lo, b.lo), _mm256_mul_ps(a.hi, b.hi)}; }
+inline Vec div(Vec a, Vec b) { return {_mm256_div_ps(a.lo, b.lo), _mm256_div_ps(a.hi, b.hi)}; }
+inline Vec min(Vec a, Vec b) { return {_mm256_min_ps(a.lo, b.lo), _mm256_min_ps(a.hi, b.hi)}; }
+inline Vec max(Vec a, Vec b) { return {_mm256_max_ps(a.lo, b.lo), _mm256_max_ps(a.hi, b.hi)}; }
+inline Vec fmadd(Vec a, Vec b, Vec c) {  // a b + c
+  return {_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)};
+}
+inline Vec fnmadd(Vec a, Vec b, Vec c) {  // c - a b
+  return {_mm256_fnmadd_ps(a.lo, b.lo, c.lo), _mm256_fnmadd_ps(a.hi, b.hi, c.hi)};
+}
+inline Vec round(Vec a) {  // to the nearest integer, ties to even
+  constexpr int kMode = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+  return {_mm256_round_ps(a.lo, kMode), _mm256_round_ps(a.hi, kMode)};
+}
+// p 2^n for integers n in [-127, 127], as _mm512_scalef_ps: there is no
+// AVX2 instruction for it, and 2^n built in a float's exponent bits must be a
+// normal float (n >= -126), so p 2^(n/2) (exact) times 2^(n - n/2): one
+// rounding, also where the result is subnormal.
+inline __m256 pow2(__m256i n) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23));
+}
+inline __m256 scale2(__m256 p, __m256 n) {
+  const __m256i k = _mm256_cvtps_epi32(n), half = _mm256_srai_epi32(k, 1);
+  return _mm256_mul_ps(_mm256_mul_ps(p, pow2(half)), pow2(_mm256_sub_epi32(k, half)));
+}
+inline Vec scale2(Vec p, Vec n) { return {scale2(p.lo, n.lo), scale2(p.hi, n.hi)}; }
+// The sum of the 16 floats, added in _mm512_reduce_add_ps's order: halves,
+// quarters, then lanes (0 + 2) + (1 + 3).
+inline float reduce_add(Vec a) {
+  const __m256 s = _mm256_add_ps(a.hi, a.lo);
+  __m128 q = _mm_add_ps(_mm256_extractf128_ps(s, 1), _mm256_castps256_ps128(s));
+  q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+  return _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
+}
+
+// The matmuls' register blocks fit the 16 registers: gemm_packed's 6 rows x
+// 16 columns take 12 for the sums, 2 for the weights and 1 for a broadcast
+// row value; add_outer's 4 rows x 16 columns take 8 + 2 + 1.
+constexpr int64_t kPanel = 16, kOuterRows = 4;
+#else
+// 16 floats in one AVX-512 register.
+using Vec = __m512;
+inline Vec load(const float* p) { return _mm512_loadu_ps(p); }
+inline void store(float* p, Vec a) { _mm512_storeu_ps(p, a); }
+inline Vec set1(float x) { return _mm512_set1_ps(x); }
+inline Vec add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
+inline Vec sub(Vec a, Vec b) { return _mm512_sub_ps(a, b); }
+inline Vec mul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
+inline Vec div(Vec a, Vec b) { return _mm512_div_ps(a, b); }
+inline Vec min(Vec a, Vec b) { return _mm512_min_ps(a, b); }
+inline Vec max(Vec a, Vec b) { return _mm512_max_ps(a, b); }
+inline Vec fmadd(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }  // a b + c
+inline Vec fnmadd(Vec a, Vec b, Vec c) { return _mm512_fnmadd_ps(a, b, c); }  // c - a b
+inline Vec round(Vec a) {  // to the nearest integer, ties to even
+  return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+inline Vec scale2(Vec p, Vec n) { return _mm512_scalef_ps(p, n); }  // p 2^n, n integral
+inline float reduce_add(Vec a) { return _mm512_reduce_add_ps(a); }
+
+// The matmuls' register blocks use 22 of the 32 registers: gemm_packed's 6
+// rows x 48 columns take 18 for the sums, 3 for the weights and 1 for a
+// broadcast row value; add_outer's are 8 rows x 48 columns.
+constexpr int64_t kPanel = 48, kOuterRows = 8;
+#endif
+
+// w [K, N] into panels of up to kPanel columns, each [K][width] contiguous (N
+// a multiple of 16; the last panel may be narrower): wp has K * N floats.
 inline void pack_panels(const float* w, float* wp, int64_t K, int64_t N) {
-  for (int64_t c0 = 0; c0 < N; c0 += 48) {
-    const int64_t wd = std::min<int64_t>(48, N - c0);
+  for (int64_t c0 = 0; c0 < N; c0 += kPanel) {
+    const int64_t wd = std::min<int64_t>(kPanel, N - c0);
     for (int64_t k = 0; k < K; ++k) std::memcpy(wp + c0 * K + k * wd, w + k * N + c0, wd * 4);
   }
 }
@@ -48,27 +157,25 @@ inline void pack_transposed(const float* w, float* wp, int64_t K, int64_t N) {
   pack_panels(t.data(), wp, N, K);
 }
 
-inline __m512 load(const float* p) { return _mm512_loadu_ps(p); }
-
-// out[R rows, 16 V columns] (+)= bias + h[R rows, :K] @ panel: R x V registers.
+// out[R rows, 16 V columns] (+)= bias + h[R rows, :K] @ panel: R x V vectors.
 template <int R, int V, bool kAdd>
 inline void block(const float* h, int64_t ldh, const float* panel, const float* bias, float* out,
                   int64_t K, int64_t ldo) {
-  __m512 c[R][V];
+  Vec c[R][V];
   for (int j = 0; j < V; ++j) {
-    const __m512 b = bias ? load(bias + 16 * j) : _mm512_setzero_ps();
-    for (int i = 0; i < R; ++i) c[i][j] = kAdd ? _mm512_add_ps(b, load(out + i * ldo + 16 * j)) : b;
+    const Vec b = bias ? load(bias + 16 * j) : set1(0.f);
+    for (int i = 0; i < R; ++i) c[i][j] = kAdd ? add(b, load(out + i * ldo + 16 * j)) : b;
   }
   for (int64_t k = 0; k < K; ++k) {
-    __m512 w[V];
+    Vec w[V];
     for (int j = 0; j < V; ++j) w[j] = load(panel + k * 16 * V + 16 * j);
     for (int i = 0; i < R; ++i) {
-      const __m512 a = _mm512_set1_ps(h[i * ldh + k]);
-      for (int j = 0; j < V; ++j) c[i][j] = _mm512_fmadd_ps(a, w[j], c[i][j]);
+      const Vec a = set1(h[i * ldh + k]);
+      for (int j = 0; j < V; ++j) c[i][j] = fmadd(a, w[j], c[i][j]);
     }
   }
   for (int i = 0; i < R; ++i)
-    for (int j = 0; j < V; ++j) _mm512_storeu_ps(out + i * ldo + 16 * j, c[i][j]);
+    for (int j = 0; j < V; ++j) store(out + i * ldo + 16 * j, c[i][j]);
 }
 
 template <int V, bool kAdd>
@@ -93,8 +200,8 @@ inline void gemm_packed(const float* h, const float* wp, const float* bias, floa
                         int64_t ldo = -1) {
   if (ldh < 0) ldh = K;
   if (ldo < 0) ldo = N;
-  for (int64_t c0 = 0; c0 < N; c0 += 48) {
-    const int64_t wd = std::min<int64_t>(48, N - c0);
+  for (int64_t c0 = 0; c0 < N; c0 += kPanel) {
+    const int64_t wd = std::min<int64_t>(kPanel, N - c0);
     const float* panel = wp + c0 * K;
     const float* bp = bias ? bias + c0 : nullptr;
     for (int64_t b = b0; b < b1; b += 6) {
@@ -109,62 +216,61 @@ inline void gemm_packed(const float* h, const float* wp, const float* bias, floa
 }
 
 // dw[:K, :N] += p[rows, :K]^T g[rows, :N] and, if db, db[:N] += the sum of
-// g's rows: a weight gradient's share of some rows (K a multiple of 8, N of
-// 16; p's rows ldp floats apart, default K), in 8 x 16V register blocks of
-// dw, each loaded and stored once.
+// g's rows: a weight gradient's share of some rows (K a multiple of 16, N of
+// 16; p's rows ldp floats apart, default K), in kOuterRows x 16V register
+// blocks of dw, each loaded and stored once.
 template <int V>
 inline void outer_block(const float* p, int64_t ldp, const float* g, int64_t rows, float* dw,
                         int64_t i0, int64_t j0, int64_t N) {
-  __m512 c[8][V];
-  for (int i = 0; i < 8; ++i)
+  Vec c[kOuterRows][V];
+  for (int i = 0; i < kOuterRows; ++i)
     for (int j = 0; j < V; ++j) c[i][j] = load(dw + (i0 + i) * N + j0 + 16 * j);
   for (int64_t b = 0; b < rows; ++b) {
-    __m512 gv[V];
+    Vec gv[V];
     for (int j = 0; j < V; ++j) gv[j] = load(g + b * N + j0 + 16 * j);
-    for (int i = 0; i < 8; ++i) {
-      const __m512 a = _mm512_set1_ps(p[b * ldp + i0 + i]);
-      for (int j = 0; j < V; ++j) c[i][j] = _mm512_fmadd_ps(a, gv[j], c[i][j]);
+    for (int i = 0; i < kOuterRows; ++i) {
+      const Vec a = set1(p[b * ldp + i0 + i]);
+      for (int j = 0; j < V; ++j) c[i][j] = fmadd(a, gv[j], c[i][j]);
     }
   }
-  for (int i = 0; i < 8; ++i)
-    for (int j = 0; j < V; ++j) _mm512_storeu_ps(dw + (i0 + i) * N + j0 + 16 * j, c[i][j]);
+  for (int i = 0; i < kOuterRows; ++i)
+    for (int j = 0; j < V; ++j) store(dw + (i0 + i) * N + j0 + 16 * j, c[i][j]);
 }
 
 inline void add_outer(const float* p, const float* g, int64_t rows, float* dw, float* db,
                       int64_t K, int64_t N, int64_t ldp = -1) {
   if (ldp < 0) ldp = K;
-  for (int64_t i0 = 0; i0 < K; i0 += 8)
-    for (int64_t j0 = 0; j0 < N; j0 += 48) {
-      const int64_t wd = std::min<int64_t>(48, N - j0);
+  for (int64_t i0 = 0; i0 < K; i0 += kOuterRows)
+    for (int64_t j0 = 0; j0 < N; j0 += kPanel) {
+      const int64_t wd = std::min<int64_t>(kPanel, N - j0);
       if (wd == 48) outer_block<3>(p, ldp, g, rows, dw, i0, j0, N);
       else if (wd == 32) outer_block<2>(p, ldp, g, rows, dw, i0, j0, N);
       else outer_block<1>(p, ldp, g, rows, dw, i0, j0, N);
     }
   if (db)
     for (int64_t b = 0; b < rows; ++b)
-      for (int64_t j = 0; j < N; j += 16)
-        _mm512_storeu_ps(db + j, _mm512_add_ps(load(db + j), load(g + b * N + j)));
+      for (int64_t j = 0; j < N; j += 16) store(db + j, add(load(db + j), load(g + b * N + j)));
 }
 
-// exp on 16 floats: 2^(x log2 e) as 2^n (scalef) times a degree-6 polynomial
-// of the remainder (relative error about 2e-7); sigmoid from it, and tanh as
+// exp on 16 floats: 2^(x log2 e) as 2^n times a degree-6 polynomial of the
+// remainder (relative error about 2e-7); sigmoid from it, and tanh as
 // 2 sigmoid(2x) - 1.
-inline __m512 exp16(__m512 x) {
-  x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.f)), _mm512_set1_ps(-88.f));
-  const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
-  const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m512 f = _mm512_mul_ps(_mm512_sub_ps(t, n), _mm512_set1_ps(0.6931471805599453f));
-  __m512 p = _mm512_set1_ps(1.f / 720);
-  for (float c : {1.f / 120, 1.f / 24, 1.f / 6, 0.5f, 1.f, 1.f}) p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(c));
-  return _mm512_scalef_ps(p, n);
+inline Vec exp16(Vec x) {
+  x = max(min(x, set1(88.f)), set1(-88.f));
+  const Vec t = mul(x, set1(1.44269504088896341f));
+  const Vec n = round(t);
+  const Vec f = mul(sub(t, n), set1(0.6931471805599453f));
+  Vec p = set1(1.f / 720);
+  for (float c : {1.f / 120, 1.f / 24, 1.f / 6, 0.5f, 1.f, 1.f}) p = fmadd(p, f, set1(c));
+  return scale2(p, n);
 }
-inline __m512 sigmoid16(__m512 x) {
-  const __m512 one = _mm512_set1_ps(1.f);
-  return _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+inline Vec sigmoid16(Vec x) {
+  const Vec one = set1(1.f);
+  return div(one, add(one, exp16(sub(set1(0.f), x))));
 }
-inline __m512 tanh16(__m512 x) {
-  const __m512 s = sigmoid16(_mm512_add_ps(x, x));
-  return _mm512_sub_ps(_mm512_add_ps(s, s), _mm512_set1_ps(1.f));
+inline Vec tanh16(Vec x) {
+  const Vec s = sigmoid16(add(x, x));
+  return sub(add(s, s), set1(1.f));
 }
 
 // The input pre-activations of a GRU step: row b's x_r, x_z and x_n start
@@ -187,10 +293,10 @@ inline void gru_gates(const GateInputs& x, const float* hp, const bool* valid,
       continue;
     }
     for (int64_t i = 0; i < H; i += 16) {
-      const __m512 r = sigmoid16(_mm512_add_ps(load(xr + i), load(p + i)));
-      const __m512 z = sigmoid16(_mm512_add_ps(load(xz + i), load(p + H + i)));
-      const __m512 n = tanh16(_mm512_fmadd_ps(r, load(p + 2 * H + i), load(xn + i)));
-      _mm512_storeu_ps(hnew + o + i, _mm512_fmadd_ps(z, _mm512_sub_ps(load(hprev + o + i), n), n));
+      const Vec r = sigmoid16(add(load(xr + i), load(p + i)));
+      const Vec z = sigmoid16(add(load(xz + i), load(p + H + i)));
+      const Vec n = tanh16(fmadd(r, load(p + 2 * H + i), load(xn + i)));
+      store(hnew + o + i, fmadd(z, sub(load(hprev + o + i), n), n));
     }
   }
 }
@@ -205,30 +311,29 @@ inline void gru_gates_backward(const float* dh, const float* prev, const GateInp
                                const float* hp, const bool* valid, float* dhp,
                                float* dan, int64_t ldan, float* keep, int64_t b0, int64_t b1,
                                int64_t H) {
-  const __m512 one = _mm512_set1_ps(1.f);
+  const Vec one = set1(1.f);
   for (int64_t b = b0; b < b1; ++b) {
     const float* p = hp + b * 3 * H;
     const float *xr = x.r + b * x.ld, *xz = x.z + b * x.ld, *xn = x.n + b * x.ld;
     float* g = dhp + b * 3 * H;
     const int64_t o = b * H;
-    const __m512 mask = _mm512_set1_ps(!valid || valid[b] ? 1.f : 0.f);
+    const Vec mask = set1(!valid || valid[b] ? 1.f : 0.f);
     for (int64_t i = 0; i < H; i += 16) {
-      const __m512 d = load(dh + o + i);
-      const __m512 r = sigmoid16(_mm512_add_ps(load(xr + i), load(p + i)));
-      const __m512 z = sigmoid16(_mm512_add_ps(load(xz + i), load(p + H + i)));
-      const __m512 hn = load(p + 2 * H + i);
-      const __m512 n = tanh16(_mm512_fmadd_ps(r, hn, load(xn + i)));
-      const __m512 dnew = _mm512_mul_ps(mask, d);
-      const __m512 omz = _mm512_sub_ps(one, z);
-      const __m512 da_n = _mm512_mul_ps(_mm512_mul_ps(dnew, omz), _mm512_fnmadd_ps(n, n, one));
-      const __m512 da_z = _mm512_mul_ps(_mm512_mul_ps(dnew, _mm512_sub_ps(load(prev + o + i), n)),
-                                        _mm512_mul_ps(z, omz));
-      const __m512 da_r = _mm512_mul_ps(_mm512_mul_ps(da_n, hn), _mm512_mul_ps(r, _mm512_sub_ps(one, r)));
-      _mm512_storeu_ps(g + i, da_r);
-      _mm512_storeu_ps(g + H + i, da_z);
-      _mm512_storeu_ps(g + 2 * H + i, _mm512_mul_ps(da_n, r));
-      _mm512_storeu_ps(dan + b * ldan + i, da_n);
-      _mm512_storeu_ps(keep + o + i, _mm512_fnmadd_ps(dnew, omz, d));
+      const Vec d = load(dh + o + i);
+      const Vec r = sigmoid16(add(load(xr + i), load(p + i)));
+      const Vec z = sigmoid16(add(load(xz + i), load(p + H + i)));
+      const Vec hn = load(p + 2 * H + i);
+      const Vec n = tanh16(fmadd(r, hn, load(xn + i)));
+      const Vec dnew = mul(mask, d);
+      const Vec omz = sub(one, z);
+      const Vec da_n = mul(mul(dnew, omz), fnmadd(n, n, one));
+      const Vec da_z = mul(mul(dnew, sub(load(prev + o + i), n)), mul(z, omz));
+      const Vec da_r = mul(mul(da_n, hn), mul(r, sub(one, r)));
+      store(g + i, da_r);
+      store(g + H + i, da_z);
+      store(g + 2 * H + i, mul(da_n, r));
+      store(dan + b * ldan + i, da_n);
+      store(keep + o + i, fnmadd(dnew, omz, d));
     }
   }
 }
@@ -272,7 +377,7 @@ inline int64_t leading(ffi::Span<const int64_t> dims, size_t rank) {
   return n;
 }
 
-}  // namespace cpu_kernels
+}  // namespace cpu_kernels::SEQ2SEQ_ISA
 
 #pragma GCC pop_options
 #endif  // x86-64 with GCC or Clang

@@ -1,7 +1,9 @@
 // The extension module `seq2seq_jax.models._cpu_kernels` (built by setup.py):
-// avx512() says whether this CPU can run the kernels; handlers() gives their
-// XLA FFI handlers as capsules for jax.ffi.register_ffi_target (none off
-// x86-64). Nothing here is compiled for AVX-512, so it imports anywhere.
+// isas() names the instruction sets this CPU can run the kernels with, best
+// first; handlers() gives every compiled kernel's XLA FFI handler as a capsule
+// for jax.ffi.register_ffi_target, its instruction set in its name (none off
+// x86-64). Nothing here is compiled for AVX-512 or AVX2, so it imports on any
+// CPU.
 #include <Python.h>
 
 #include <utility>
@@ -10,32 +12,45 @@
 
 #ifdef SEQ2SEQ_CPU_KERNELS
 // Defined by XLA_FFI_DEFINE_HANDLER_SYMBOL in gru_layer.cc and
-// bahdanau_decoder.cc.
+// bahdanau_decoder.cc (for AVX-512) and their *_avx2.cc twins.
+#define SEQ2SEQ_DECLARE_HANDLERS(isa)                               \
+  XLA_FFI_Error* GruLayerForward_##isa(XLA_FFI_CallFrame*);         \
+  XLA_FFI_Error* GruLayerBackward_##isa(XLA_FFI_CallFrame*);        \
+  XLA_FFI_Error* BahdanauDecoderForward_##isa(XLA_FFI_CallFrame*);  \
+  XLA_FFI_Error* BahdanauDecoderBackward_##isa(XLA_FFI_CallFrame*);
 extern "C" {
-XLA_FFI_Error* GruLayerForward(XLA_FFI_CallFrame*);
-XLA_FFI_Error* GruLayerBackward(XLA_FFI_CallFrame*);
-XLA_FFI_Error* BahdanauDecoderForward(XLA_FFI_CallFrame*);
-XLA_FFI_Error* BahdanauDecoderBackward(XLA_FFI_CallFrame*);
+SEQ2SEQ_DECLARE_HANDLERS(avx512)
+SEQ2SEQ_DECLARE_HANDLERS(avx2)
 }
+// {target name, handler} of one instruction set's kernels.
+#define SEQ2SEQ_HANDLERS(isa)                                                                 \
+  {"gru_layer_forward_" #isa, reinterpret_cast<void*>(GruLayerForward_##isa)},                \
+      {"gru_layer_backward_" #isa, reinterpret_cast<void*>(GruLayerBackward_##isa)},          \
+      {"bahdanau_decoder_forward_" #isa, reinterpret_cast<void*>(BahdanauDecoderForward_##isa)}, \
+      {"bahdanau_decoder_backward_" #isa, reinterpret_cast<void*>(BahdanauDecoderBackward_##isa)}
 #endif
 
-static PyObject* Avx512(PyObject*, PyObject*) {
+static PyObject* Isas(PyObject*, PyObject*) {
+  PyObject* out = PyList_New(0);
 #ifdef SEQ2SEQ_CPU_KERNELS
-  __builtin_cpu_init();
-  return PyBool_FromLong(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq"));
-#else
-  Py_RETURN_FALSE;
+  __builtin_cpu_init();  // the checks include the OS saving the wide registers
+  const std::pair<const char*, bool> all[] = {
+      {"avx512", __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")},
+      {"avx2", __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")}};
+  for (const auto& [name, supported] : all) {
+    if (!supported) continue;
+    PyObject* s = PyUnicode_FromString(name);
+    PyList_Append(out, s);
+    Py_DECREF(s);
+  }
 #endif
+  return out;
 }
 
 static PyObject* Handlers(PyObject*, PyObject*) {
   PyObject* out = PyDict_New();
 #ifdef SEQ2SEQ_CPU_KERNELS
-  const std::pair<const char*, void*> all[] = {
-      {"gru_layer_forward", reinterpret_cast<void*>(GruLayerForward)},
-      {"gru_layer_backward", reinterpret_cast<void*>(GruLayerBackward)},
-      {"bahdanau_decoder_forward", reinterpret_cast<void*>(BahdanauDecoderForward)},
-      {"bahdanau_decoder_backward", reinterpret_cast<void*>(BahdanauDecoderBackward)}};
+  const std::pair<const char*, void*> all[] = {SEQ2SEQ_HANDLERS(avx512), SEQ2SEQ_HANDLERS(avx2)};
   for (const auto& [name, fn] : all) {
     PyObject* capsule = PyCapsule_New(fn, nullptr, nullptr);
     PyDict_SetItemString(out, name, capsule);
@@ -46,8 +61,11 @@ static PyObject* Handlers(PyObject*, PyObject*) {
 }
 
 static PyMethodDef kMethods[] = {
-    {"avx512", Avx512, METH_NOARGS, "Whether this CPU has AVX-512F and AVX-512DQ."},
-    {"handlers", Handlers, METH_NOARGS, "{target name: FFI handler capsule}."},
+    {"isas", Isas, METH_NOARGS,
+     "The instruction sets this CPU can run the kernels with, best first: of 'avx512' "
+     "(AVX-512F/DQ) and 'avx2' (AVX2 and FMA)."},
+    {"handlers", Handlers, METH_NOARGS,
+     "{target name with its instruction set (gru_layer_forward_avx2): FFI handler capsule}."},
     {nullptr, nullptr, 0, nullptr}};
 
 static PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "_cpu_kernels",
