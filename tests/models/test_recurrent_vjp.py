@@ -120,7 +120,7 @@ def test_models_train_the_same_with_either_recurrence(kw, recurrence):
       logits, _ = model.apply({"params": p}, src, src_len, tgt_in, train=True,
                               rngs={"dropout": jax.random.key(7)})
       return jnp.sum(jax.nn.log_softmax(logits) * jnp.cos(jnp.arange(9.0))), logits
-    return jax.grad(f, has_aux=True)(params)
+    return jax.jit(jax.grad(f, has_aux=True))(params)
 
   grads_ref, logits_ref = loss(ref)
   grads_fast, logits_fast = loss(fast)
