@@ -53,7 +53,7 @@ def get_config() -> ml_collections.ConfigDict:
   model.embed_dim = 64  # Source and target embedding size.
   model.dropout = 0.0  # Dropout on embeddings, between stacked layers and on sublayer outputs.
   model.scan_unroll = 1  # Recurrent models: time steps per loop iteration of the scans (lax.scan unroll); same results, speed only.
-  model.recurrence = "fused"  # How recurrent layers run: "fused" (GRU on a CPU with AVX-512: one compiled kernel call per layer; elsewhere "custom_vjp", automatically), "custom_vjp" (a scan with a hand-written backward pass) or "scan" (JAX's autodiff of the scan, the reference); same results to float32 rounding, speed only.
+  model.recurrence = "fused"  # How recurrent layers run: "fused" (GRU on a CPU with AVX2 or AVX-512: one compiled kernel call per layer; elsewhere "custom_vjp", automatically), "custom_vjp" (a scan with a hand-written backward pass) or "scan" (JAX's autodiff of the scan, the reference); same results to float32 rounding, speed only.
   model.ensemble_size = 1  # Train this many models of this config at once (own initialization and dropout, same batches) and decode them as one ensemble (mean log-probabilities); each step costs about this many times one model's.
   model.bridge = "dense"  # Decoder's initial state: "dense" (tanh layer on the encoder's final state) or "zero".
   model.encoder = ml_collections.ConfigDict()

@@ -128,7 +128,7 @@ def _reverse_within_length(x: Array, lengths: Array) -> Array:
 
 
 # How a layer's recurrence is run and differentiated:
-#   "fused"       GRU layers on a CPU with AVX-512: one compiled kernel call
+#   "fused"       GRU layers on an x86-64 CPU with AVX2 or AVX-512: one compiled kernel call
 #                 for the whole layer, forward and backward (`gru_cpu`); every
 #                 other case (LSTM and RNN cells, GPU, TPU, no compiled
 #                 extension) runs "custom_vjp", chosen automatically;
