@@ -253,8 +253,7 @@ inline void add_outer(const float* p, const float* g, int64_t rows, float* dw, f
 }
 
 // exp on 16 floats: 2^(x log2 e) as 2^n times a degree-6 polynomial of the
-// remainder (relative error about 2e-7); sigmoid from it, and tanh as
-// 2 sigmoid(2x) - 1.
+// remainder (relative error about 2e-7), and sigmoid from it.
 inline Vec exp16(Vec x) {
   x = max(min(x, set1(88.f)), set1(-88.f));
   const Vec t = mul(x, set1(1.44269504088896341f));
@@ -268,9 +267,25 @@ inline Vec sigmoid16(Vec x) {
   const Vec one = set1(1.f);
   return div(one, add(one, exp16(sub(set1(0.f), x))));
 }
+// tanh on 16 floats as x P(x^2) / Q(x^2) (P of degree 6, Q of degree 3) for
+// |x| up to 7.9053, beyond which tanh is +-1 in float32: the coefficients of
+// Eigen's float tanh, which XLA's CPU code uses too. Within 6 ulp of tanh
+// (checked against float64 over [-12, 12]) and accurate near 0, where
+// 2 sigmoid(2x) - 1 loses most of its digits; and cheaper than any tanh
+// through exp, above all on AVX2, which has no instruction for 2^n: the
+// additive attention's tanh took a third less time in the decoder's forward
+// pass on AVX2 (hidden 64, attention 128), a tenth less on AVX-512.
 inline Vec tanh16(Vec x) {
-  const Vec s = sigmoid16(add(x, x));
-  return sub(add(s, s), set1(1.f));
+  x = max(min(x, set1(7.90531110763549805f)), set1(-7.90531110763549805f));
+  const Vec x2 = mul(x, x);
+  Vec p = set1(-2.76076847742355e-16f);
+  for (float c : {2.00018790482477e-13f, -8.60467152213735e-11f, 5.12229709037114e-08f,
+                  1.48572235717979e-05f, 6.37261928875436e-04f, 4.89352455891786e-03f})
+    p = fmadd(p, x2, set1(c));
+  Vec q = set1(1.19825839466702e-06f);
+  for (float c : {1.18534705686654e-04f, 2.26843463243900e-03f, 4.89352518554385e-03f})
+    q = fmadd(q, x2, set1(c));
+  return div(mul(x, p), q);
 }
 
 // The input pre-activations of a GRU step: row b's x_r, x_z and x_n start
