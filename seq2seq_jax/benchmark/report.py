@@ -194,9 +194,10 @@ def markdown_report(results: dict) -> str:
   if m.get("host_settings"):
     lines.append("- host settings (`seq2seq_jax/host.py`, the same process for JAX and PyTorch): "
                  + ", ".join(f"{k} {'on' if v else 'off'}" for k, v in m["host_settings"].items()))
-  if "cpu_kernels" in m:
+  if "cpu_kernels" in m:  # the instruction set of the kernels used, or None
     lines.append("- GRU layers and Bahdanau GRU decoder loops: " + (
-        "the compiled CPU kernels (`model.recurrence=\"fused\"`, seq2seq_jax/models/cpu/)"
+        f"the compiled CPU kernels, built for {m['cpu_kernels']} "
+        "(`model.recurrence=\"fused\"`, seq2seq_jax/models/cpu/)"
         if m["cpu_kernels"] else "JAX's loops (no compiled kernels here)"))
   if m["compilation_cache_dir"]:
     lines.append(f"- note: {_CACHE_NOTE} (`{m['compilation_cache_dir']}`)")
