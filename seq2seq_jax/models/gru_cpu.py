@@ -17,10 +17,11 @@ input sizes are multiples of 16; otherwise `fallback()`.
 
 The kernel runs every step of the loop in one call, each step's matmuls near
 the CPU's peak and the batch's rows split over two cores, reading and
-writing the model's batch-major layout; XLA's scan pays several microseconds
-per operation per step instead, plus transposes around the loop. The
-backward call adds up the weights' gradients as it goes. docs/results.md has
-the measurements.
+writing the model's batch-major layout, and skipping the steps of a row's
+padding (a row's carry just stays put there); XLA's scan pays several
+microseconds per operation per step instead, plus transposes around the
+loop, and computes every padded step. The backward call adds up the
+weights' gradients as it goes. docs/results.md has the measurements.
 """
 
 import functools

@@ -188,7 +188,7 @@ ffi::Error Forward(ffi::ThreadPool pool, F32 e, F32 memory, S32 src_len, F32 h0,
             gemm_packed(in, w.i.data() + (l - 1) * H * G, bi_p + (l - 1) * G, x, b0, b1, H, G);
           }
           gemm_packed(pr.carry(t - 1, l), w.h.data() + l * H * G, bh_p + l * G, hp, b0, b1, H, G);
-          gru_gates({x, x + H, x + 2 * H, G}, hp, nullptr, pr.carry(t - 1, l),
+          gru_gates({x, x + H, x + 2 * H, G}, hp, pr.carry(t - 1, l),
                     car_p + (t * L + l) * B * H, b0, b1, H);
         }
         std::memcpy(tops_p + (t * B + b0) * H, pr.carry(t, L - 1) + b0 * H, rows * H * 4);
@@ -315,7 +315,7 @@ ffi::Error Backward(ffi::ThreadPool pool, F32 e, F32 memory, S32 src_len, F32 h0
           const float* prev = pr.carry(t - 1, l);
           float* dn = nxt + l * B * H;
           gru_gates_backward(cur + l * B * H, prev, {x, x + H, x + 2 * H, G},
-                             hps_p + (t * L + l) * B * G, nullptr, dhp.data(), dxp.data() + 2 * H,
+                             hps_p + (t * L + l) * B * G, dhp.data(), dxp.data() + 2 * H,
                              G, keep.data(), b0, b1, H);
           for (int64_t b = b0; b < b1; ++b)  // dxp = [da_r, da_z, da_n]
             std::memcpy(dxp.data() + b * G, dhp.data() + b * G, 2 * H * 4);

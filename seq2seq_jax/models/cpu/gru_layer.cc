@@ -18,8 +18,10 @@
 // sums in register blocks of 6 x 48 on AVX-512, 6 x 16 on AVX2), the two
 // cores each carry half of the batch's rows through all the steps with no
 // synchronisation, inputs and outputs are read and written in the model's
-// batch-major layout (no transposes around the call), and the backward pass
-// adds up the weights' gradients as it goes.
+// batch-major layout (no transposes around the call), the backward pass
+// adds up the weights' gradients as it goes, and padding costs no matmul:
+// each step multiplies only the rows still running (see Order), as
+// PyTorch's packed sequences do.
 //
 // Leading dimensions (jax.vmap with vmap_method="broadcast_all", as for an
 // ensemble) are independent problems, run one after the other.
@@ -59,48 +61,94 @@ inline int64_t position(int64_t t, int64_t len, bool reverse) {
   return reverse && t < len ? len - 1 - t : t;
 }
 
+// The order in which the kernel keeps the batch's rows ("slots"): each
+// thread's share of the slots ([0, split) and [split, B), see
+// two_thread_split) holds its rows from the longest to the shortest, so the
+// rows still running at step t are the first slots of each share and the
+// matmuls skip the rest: a row's padding costs a copy of its carry, not a
+// step. The rows are dealt to the two shares in turn by length, which
+// balances their work.
+struct Order {
+  std::vector<int64_t> row;  // slot -> row
+  std::vector<int64_t> len;  // slot -> the row's length, clamped to [0, T]
+
+  Order(const int32_t* lengths, int64_t B, int64_t T, int64_t split) : row(B), len(B) {
+    std::vector<int64_t> by_length(B);
+    for (int64_t b = 0; b < B; ++b) by_length[b] = b;
+    auto clamped = [&](int64_t b) { return std::clamp<int64_t>(lengths[b], 0, T); };
+    std::stable_sort(by_length.begin(), by_length.end(),
+                     [&](int64_t a, int64_t b) { return clamped(a) > clamped(b); });
+    int64_t next[2] = {0, split};
+    const int64_t end[2] = {split, B};
+    for (int64_t r = 0; r < B; ++r) {
+      int share = r % 2;
+      if (next[share] == end[share]) share = 1 - share;
+      row[next[share]] = by_length[r];
+      len[next[share]++] = clamped(by_length[r]);
+    }
+  }
+  // The end of the slots of s0:s1 (one share) that still run at step t.
+  int64_t running_end(int64_t s0, int64_t s1, int64_t t) const {
+    while (s0 < s1 && len[s0] > t) ++s0;
+    return s0;
+  }
+  // rows [B, n] -> slots [B, n]
+  void to_slots(const float* rows, float* slots, int64_t n) const {
+    for (size_t s = 0; s < row.size(); ++s) std::memcpy(slots + s * n, rows + row[s] * n, n * 4);
+  }
+  void to_rows(const float* slots, float* rows, int64_t n) const {
+    for (size_t s = 0; s < row.size(); ++s) std::memcpy(rows + row[s] * n, slots + s * n, n * 4);
+  }
+};
+
+// The forward pass keeps, per step, the carries and both pre-activations in
+// slot order (`seq`, `xps`, `hps`: the backward pass's residuals); those of
+// a finished row are not computed, and only its carry is copied along.
 ffi::Error Forward(ffi::ThreadPool pool, F32 x, F32 w_i, F32 b_i, F32 w_h, F32 b_h, S32 lengths,
                    F32 h0, bool reverse, Out out, Out final, Out seq, Out xps, Out hps) {
   const Sizes s = sizes_of(x, w_i, w_h);
   if (auto e = check(s); e.failure()) return e;
   const int64_t B = s.B, T = s.T, E = s.E, H = s.H, G = s.G;
-  std::vector<float> wi_p(s.projected ? 0 : E * G), wh_p(H * G), gathered(B * E);
-  std::vector<char> valid(B);
+  std::vector<float> wi_p(s.projected ? 0 : E * G), wh_p(H * G), gathered(B * E), h0s(B * H);
+  const int64_t split = two_thread_split(pool, B);
   for (int64_t q = 0; q < leading(x.dimensions(), 3); ++q) {
     if (!s.projected) pack_panels(w_i.typed_data() + q * E * G, wi_p.data(), E, G);
     pack_panels(w_h.typed_data() + q * H * G, wh_p.data(), H, G);
+    const Order order(lengths.typed_data() + q * B, B, T, split);
     const float* x_q = x.typed_data() + q * B * T * E;
     const float* bi = b_i.typed_data() + q * G;
     const float* bh = b_h.typed_data() + q * G;
-    const int32_t* len = lengths.typed_data() + q * B;
-    const float* h0_q = h0.typed_data() + q * B * H;
+    order.to_slots(h0.typed_data() + q * B * H, h0s.data(), H);
     float* out_q = out->typed_data() + q * B * T * H;
     float* seq_q = seq->typed_data() + q * T * B * H;
     float* xps_q = xps->typed_data() + q * T * B * G;
     float* hps_q = hps->typed_data() + q * T * B * G;
-    on_two_threads(pool, B, [&](int64_t b0, int64_t b1) {
+    on_two_threads(pool, B, [&](int64_t s0, int64_t s1) {
       for (int64_t t = 0; t < T; ++t) {
-        const float* h = t == 0 ? h0_q : seq_q + (t - 1) * B * H;
+        const float* h = t == 0 ? h0s.data() : seq_q + (t - 1) * B * H;
         float* xp = xps_q + t * B * G;
         float* hp = hps_q + t * B * G;
-        for (int64_t b = b0; b < b1; ++b) {
-          valid[b] = t < len[b];
-          const float* row = x_q + (b * T + position(t, len[b], reverse)) * E;
-          std::memcpy((s.projected ? xp + b * G : gathered.data() + b * E), row, E * 4);
-        }
-        if (!s.projected) gemm_packed(gathered.data(), wi_p.data(), bi, xp, b0, b1, E, G);
-        gemm_packed(h, wh_p.data(), bh, hp, b0, b1, H, G);
         float* hn = seq_q + t * B * H;
-        gru_gates({xp, xp + H, xp + 2 * H, G}, hp, reinterpret_cast<const bool*>(valid.data()),
-                  h, hn, b0, b1, H);
-        for (int64_t b = b0; b < b1; ++b) {
-          float* o = out_q + (b * T + position(t, len[b], reverse)) * H;
-          if (valid[b]) std::memcpy(o, hn + b * H, H * 4);
+        const int64_t run = order.running_end(s0, s1, t);
+        for (int64_t b = s0; b < run; ++b) {
+          const float* in = x_q + (order.row[b] * T + position(t, order.len[b], reverse)) * E;
+          std::memcpy((s.projected ? xp + b * G : gathered.data() + b * E), in, E * 4);
+        }
+        if (run > s0) {
+          if (!s.projected) gemm_packed(gathered.data(), wi_p.data(), bi, xp, s0, run, E, G);
+          gemm_packed(h, wh_p.data(), bh, hp, s0, run, H, G);
+          gru_gates({xp, xp + H, xp + 2 * H, G}, hp, h, hn, s0, run, H);
+        }
+        std::memcpy(hn + run * H, h + run * H, (s1 - run) * H * 4);  // finished: carry stays
+        for (int64_t b = s0; b < s1; ++b) {
+          float* o = out_q + (order.row[b] * T + position(t, order.len[b], reverse)) * H;
+          if (b < run) std::memcpy(o, hn + b * H, H * 4);
           else std::fill(o, o + H, 0.f);
         }
       }
     });
-    std::memcpy(final->typed_data() + q * B * H, seq_q + (T - 1) * B * H, B * H * 4);
+    order.to_rows(T > 0 ? seq_q + (T - 1) * B * H : h0s.data(),
+                  final->typed_data() + q * B * H, H);
   }
   return ffi::Error::Success();
 }
@@ -112,16 +160,16 @@ ffi::Error Backward(ffi::ThreadPool pool, F32 x, F32 w_i, F32 w_h, S32 lengths, 
   if (auto e = check(s); e.failure()) return e;
   const int64_t B = s.B, T = s.T, E = s.E, H = s.H, G = s.G, EI = s.projected ? 0 : E;
   std::vector<float> wiT(EI * G), whT(H * G), gathered(B * E), dxp(B * G), dhp(B * G),
-      keep(B * H), grad(B * H), next(B * H), dx_rows(B * E);
-  std::vector<char> valid(B);
+      keep(B * H), grad(B * H), next(B * H), dx_rows(B * E), h0s(B * H);
   // The second thread's share of the weights' gradients: w_i, b_i, w_h, b_h.
   std::vector<float> other(EI * G + G + H * G + G);
+  const int64_t split = two_thread_split(pool, B);
   for (int64_t q = 0; q < leading(x.dimensions(), 3); ++q) {
     if (!s.projected) pack_transposed(w_i.typed_data() + q * E * G, wiT.data(), E, G);
     pack_transposed(w_h.typed_data() + q * H * G, whT.data(), H, G);
+    const Order order(lengths.typed_data() + q * B, B, T, split);
     const float* x_q = x.typed_data() + q * B * T * E;
-    const int32_t* len = lengths.typed_data() + q * B;
-    const float* h0_q = h0.typed_data() + q * B * H;
+    order.to_slots(h0.typed_data() + q * B * H, h0s.data(), H);
     const float* seq_q = seq.typed_data() + q * T * B * H;
     const float* xps_q = xps.typed_data() + q * T * B * G;
     const float* hps_q = hps.typed_data() + q * T * B * G;
@@ -134,49 +182,57 @@ ffi::Error Backward(ffi::ThreadPool pool, F32 x, F32 w_i, F32 w_h, S32 lengths, 
     const int64_t count[4] = {EI * G, G, H * G, G};
     for (int i = 0; i < 4; ++i) std::fill(mine[i], mine[i] + count[i], 0.f);
     std::fill(other.begin(), other.end(), 0.f);
-    std::memcpy(grad.data(), d_final.typed_data() + q * B * H, B * H * 4);
+    order.to_slots(d_final.typed_data() + q * B * H, grad.data(), H);
     // Each thread carries its rows back through every step; `cur` and `nxt`
     // swap roles each step.
-    on_two_threads(pool, B, [&](int64_t b0, int64_t b1) {
-      float** g = b0 == 0 ? mine : theirs;
+    on_two_threads(pool, B, [&](int64_t s0, int64_t s1) {
+      float** g = s0 == 0 ? mine : theirs;
       float* cur = grad.data();
       float* nxt = next.data();
       for (int64_t t = T - 1; t >= 0; --t) {
-        const float* prev = t == 0 ? h0_q : seq_q + (t - 1) * B * H;
+        const float* prev = t == 0 ? h0s.data() : seq_q + (t - 1) * B * H;
         const float* xp = xps_q + t * B * G;
-        for (int64_t b = b0; b < b1; ++b) {  // the output's gradient joins the carried one
-          valid[b] = t < len[b];
-          if (!valid[b]) continue;
-          const float* d = dout_q + (b * T + position(t, len[b], reverse)) * H;
+        const int64_t run = order.running_end(s0, s1, t), n = run - s0;
+        for (int64_t b = s0; b < run; ++b) {  // the output's gradient joins the carried one
+          const float* d = dout_q + (order.row[b] * T + position(t, order.len[b], reverse)) * H;
           for (int64_t i = 0; i < H; ++i) cur[b * H + i] += d[i];
         }
-        gru_gates_backward(cur, prev, {xp, xp + H, xp + 2 * H, G}, hps_q + t * B * G,
-                           reinterpret_cast<const bool*>(valid.data()), dhp.data(),
-                           dxp.data() + 2 * H, G, keep.data(), b0, b1, H);
-        for (int64_t b = b0; b < b1; ++b)  // dxp = [da_r, da_z, da_n]
-          std::memcpy(dxp.data() + b * G, dhp.data() + b * G, 2 * H * 4);
-        std::memcpy(nxt + b0 * H, keep.data() + b0 * H, (b1 - b0) * H * 4);
-        gemm_packed<true>(dhp.data(), whT.data(), nullptr, nxt, b0, b1, G, H);
-        add_outer(prev + b0 * H, dhp.data() + b0 * G, b1 - b0, g[2], g[3], H, G);
-        // The input's gradient, and the input weights' (rows of padding have dxp = 0).
-        const float* dxr = dxp.data();
-        if (!s.projected) {
-          for (int64_t b = b0; b < b1; ++b)
-            std::memcpy(gathered.data() + b * E,
-                        x_q + (b * T + position(t, len[b], reverse)) * E, E * 4);
-          add_outer(gathered.data() + b0 * E, dxp.data() + b0 * G, b1 - b0, g[0], g[1], E, G);
-          gemm_packed(dxp.data(), wiT.data(), nullptr, dx_rows.data(), b0, b1, G, E);
-          dxr = dx_rows.data();
+        if (n > 0) {
+          gru_gates_backward(cur, prev, {xp, xp + H, xp + 2 * H, G}, hps_q + t * B * G,
+                             dhp.data(), dxp.data() + 2 * H, G, keep.data(), s0, run, H);
+          for (int64_t b = s0; b < run; ++b)  // dxp = [da_r, da_z, da_n]
+            std::memcpy(dxp.data() + b * G, dhp.data() + b * G, 2 * H * 4);
+          std::memcpy(nxt + s0 * H, keep.data() + s0 * H, n * H * 4);
+          gemm_packed<true>(dhp.data(), whT.data(), nullptr, nxt, s0, run, G, H);
+          add_outer(prev + s0 * H, dhp.data() + s0 * G, n, g[2], g[3], H, G);
+          // The input's gradient, and the input weights'.
+          const float* dxr = dxp.data();
+          if (!s.projected) {
+            for (int64_t b = s0; b < run; ++b)
+              std::memcpy(gathered.data() + b * E,
+                          x_q + (order.row[b] * T + position(t, order.len[b], reverse)) * E,
+                          E * 4);
+            add_outer(gathered.data() + s0 * E, dxp.data() + s0 * G, n, g[0], g[1], E, G);
+            gemm_packed(dxp.data(), wiT.data(), nullptr, dx_rows.data(), s0, run, G, E);
+            dxr = dx_rows.data();
+          }
+          for (int64_t b = s0; b < run; ++b)
+            std::memcpy(dx_q + (order.row[b] * T + position(t, order.len[b], reverse)) * E,
+                        dxr + b * E, E * 4);
         }
-        for (int64_t b = b0; b < b1; ++b)
-          std::memcpy(dx_q + (b * T + position(t, len[b], reverse)) * E, dxr + b * E, E * 4);
+        // Finished rows: the carry's gradient passes through, the input's is zero.
+        std::memcpy(nxt + run * H, cur + run * H, (s1 - run) * H * 4);
+        for (int64_t b = run; b < s1; ++b) {
+          float* d = dx_q + (order.row[b] * T + t) * E;
+          std::fill(d, d + E, 0.f);
+        }
         std::swap(cur, nxt);
       }
     });
     for (int i = 0; i < 4; ++i)
       for (int64_t j = 0; j < count[i]; ++j) mine[i][j] += theirs[i][j];
     const float* last = T % 2 == 1 ? next.data() : grad.data();  // after T swaps
-    std::memcpy(d_h0->typed_data() + q * B * H, last, B * H * 4);
+    order.to_rows(last, d_h0->typed_data() + q * B * H, H);
   }
   return ffi::Error::Success();
 }

@@ -112,8 +112,9 @@ inline float reduce_add(Vec a) {
 
 // The matmuls' register blocks fit the 16 registers: gemm_packed's 6 rows x
 // 16 columns take 12 for the sums, 2 for the weights and 1 for a broadcast
-// row value; add_outer's 4 rows x 16 columns take 8 + 2 + 1.
-constexpr int64_t kPanel = 16, kOuterRows = 4;
+// row value, and so do add_outer's (4 rows x 16 columns ran it at half the
+// speed).
+constexpr int64_t kPanel = 16, kOuterRows = 6;
 #else
 // 16 floats in one AVX-512 register.
 using Vec = __m512;
@@ -217,36 +218,48 @@ inline void gemm_packed(const float* h, const float* wp, const float* bias, floa
 
 // dw[:K, :N] += p[rows, :K]^T g[rows, :N] and, if db, db[:N] += the sum of
 // g's rows: a weight gradient's share of some rows (K a multiple of 16, N of
-// 16; p's rows ldp floats apart, default K), in kOuterRows x 16V register
-// blocks of dw, each loaded and stored once.
-template <int V>
+// 16; p's rows ldp floats apart, default K), in register blocks of kOuterRows
+// (fewer at the end of K) x 16V of dw, each loaded and stored once.
+template <int R, int V>
 inline void outer_block(const float* p, int64_t ldp, const float* g, int64_t rows, float* dw,
                         int64_t i0, int64_t j0, int64_t N) {
-  Vec c[kOuterRows][V];
-  for (int i = 0; i < kOuterRows; ++i)
+  Vec c[R][V];
+  for (int i = 0; i < R; ++i)
     for (int j = 0; j < V; ++j) c[i][j] = load(dw + (i0 + i) * N + j0 + 16 * j);
   for (int64_t b = 0; b < rows; ++b) {
     Vec gv[V];
     for (int j = 0; j < V; ++j) gv[j] = load(g + b * N + j0 + 16 * j);
-    for (int i = 0; i < kOuterRows; ++i) {
+    for (int i = 0; i < R; ++i) {
       const Vec a = set1(p[b * ldp + i0 + i]);
       for (int j = 0; j < V; ++j) c[i][j] = fmadd(a, gv[j], c[i][j]);
     }
   }
-  for (int i = 0; i < kOuterRows; ++i)
+  for (int i = 0; i < R; ++i)
     for (int j = 0; j < V; ++j) store(dw + (i0 + i) * N + j0 + 16 * j, c[i][j]);
+}
+
+template <int V>
+inline void outer_rows(int64_t n, const float* p, int64_t ldp, const float* g, int64_t rows,
+                       float* dw, int64_t i0, int64_t j0, int64_t N) {
+  switch (n) {  // kOuterRows, or what K leaves at its end (K is a multiple of 16)
+    case kOuterRows: return outer_block<kOuterRows, V>(p, ldp, g, rows, dw, i0, j0, N);
+    case 4: return outer_block<4, V>(p, ldp, g, rows, dw, i0, j0, N);
+    default: return outer_block<2, V>(p, ldp, g, rows, dw, i0, j0, N);
+  }
 }
 
 inline void add_outer(const float* p, const float* g, int64_t rows, float* dw, float* db,
                       int64_t K, int64_t N, int64_t ldp = -1) {
   if (ldp < 0) ldp = K;
-  for (int64_t i0 = 0; i0 < K; i0 += kOuterRows)
+  for (int64_t i0 = 0; i0 < K; i0 += kOuterRows) {
+    const int64_t n = std::min<int64_t>(kOuterRows, K - i0);
     for (int64_t j0 = 0; j0 < N; j0 += kPanel) {
       const int64_t wd = std::min<int64_t>(kPanel, N - j0);
-      if (wd == 48) outer_block<3>(p, ldp, g, rows, dw, i0, j0, N);
-      else if (wd == 32) outer_block<2>(p, ldp, g, rows, dw, i0, j0, N);
-      else outer_block<1>(p, ldp, g, rows, dw, i0, j0, N);
+      if (wd == 48) outer_rows<3>(n, p, ldp, g, rows, dw, i0, j0, N);
+      else if (wd == 32) outer_rows<2>(n, p, ldp, g, rows, dw, i0, j0, N);
+      else outer_rows<1>(n, p, ldp, g, rows, dw, i0, j0, N);
     }
+  }
   if (db)
     for (int64_t b = 0; b < rows; ++b)
       for (int64_t j = 0; j < N; j += 16) store(db + j, add(load(db + j), load(g + b * N + j)));
@@ -295,17 +308,13 @@ struct GateInputs {
 };
 
 // One GRU step's gates and new carry for rows b0:b1; hp = h @ w_h + b_h
-// [B, 3H]; valid (null: all rows) False keeps a row's carry.
-inline void gru_gates(const GateInputs& x, const float* hp, const bool* valid,
-                      const float* hprev, float* hnew, int64_t b0, int64_t b1, int64_t H) {
+// [B, 3H].
+inline void gru_gates(const GateInputs& x, const float* hp, const float* hprev, float* hnew,
+                      int64_t b0, int64_t b1, int64_t H) {
   for (int64_t b = b0; b < b1; ++b) {
     const float* p = hp + b * 3 * H;
     const float *xr = x.r + b * x.ld, *xz = x.z + b * x.ld, *xn = x.n + b * x.ld;
     const int64_t o = b * H;
-    if (valid && !valid[b]) {
-      std::memcpy(hnew + o, hprev + o, H * 4);
-      continue;
-    }
     for (int64_t i = 0; i < H; i += 16) {
       const Vec r = sigmoid16(add(load(xr + i), load(p + i)));
       const Vec z = sigmoid16(add(load(xz + i), load(p + H + i)));
@@ -315,39 +324,35 @@ inline void gru_gates(const GateInputs& x, const float* hp, const bool* valid,
   }
 }
 
-// One GRU step backward for rows b0:b1 (x, hp, valid as in gru_gates; dh:
-// the gradient reaching the new carry). Writes the gradient
-// of h @ w_h + b_h, [da_r, da_z, da_n r], to dhp [B, 3H]; da_n to dan (rows
-// of ldan floats: dxp + 2H when dxp = [da_r, da_z, da_n] is wanted); and to
-// keep the part of the previous carry's gradient that does not go through
-// w_h (dh z; dh on padding).
+// One GRU step backward for rows b0:b1 (x, hp as in gru_gates; dh: the
+// gradient reaching the new carry). Writes the gradient of h @ w_h + b_h,
+// [da_r, da_z, da_n r], to dhp [B, 3H]; da_n to dan (rows of ldan floats:
+// dxp + 2H when dxp = [da_r, da_z, da_n] is wanted); and to keep the part of
+// the previous carry's gradient that does not go through w_h (dh z).
 inline void gru_gates_backward(const float* dh, const float* prev, const GateInputs& x,
-                               const float* hp, const bool* valid, float* dhp,
-                               float* dan, int64_t ldan, float* keep, int64_t b0, int64_t b1,
-                               int64_t H) {
+                               const float* hp, float* dhp, float* dan, int64_t ldan,
+                               float* keep, int64_t b0, int64_t b1, int64_t H) {
   const Vec one = set1(1.f);
   for (int64_t b = b0; b < b1; ++b) {
     const float* p = hp + b * 3 * H;
     const float *xr = x.r + b * x.ld, *xz = x.z + b * x.ld, *xn = x.n + b * x.ld;
     float* g = dhp + b * 3 * H;
     const int64_t o = b * H;
-    const Vec mask = set1(!valid || valid[b] ? 1.f : 0.f);
     for (int64_t i = 0; i < H; i += 16) {
       const Vec d = load(dh + o + i);
       const Vec r = sigmoid16(add(load(xr + i), load(p + i)));
       const Vec z = sigmoid16(add(load(xz + i), load(p + H + i)));
       const Vec hn = load(p + 2 * H + i);
       const Vec n = tanh16(fmadd(r, hn, load(xn + i)));
-      const Vec dnew = mul(mask, d);
       const Vec omz = sub(one, z);
-      const Vec da_n = mul(mul(dnew, omz), fnmadd(n, n, one));
-      const Vec da_z = mul(mul(dnew, sub(load(prev + o + i), n)), mul(z, omz));
+      const Vec da_n = mul(mul(d, omz), fnmadd(n, n, one));
+      const Vec da_z = mul(mul(d, sub(load(prev + o + i), n)), mul(z, omz));
       const Vec da_r = mul(mul(da_n, hn), mul(r, sub(one, r)));
       store(g + i, da_r);
       store(g + H + i, da_z);
       store(g + 2 * H + i, mul(da_n, r));
       store(dan + b * ldan + i, da_n);
-      store(keep + o + i, fnmadd(dnew, omz, d));
+      store(keep + o + i, fnmadd(d, omz, d));
     }
   }
 }
@@ -363,10 +368,16 @@ inline void gru_gates_backward(const float* dh, const float* prev, const GateInp
 // started when this thread is done with its own half, this thread runs the
 // second half too, and the task, when it starts, finds nothing to do. This
 // thread waits only for a task that is running.
+// Where on_two_threads splits B rows: B / 2, or B when it runs them all on
+// the calling thread.
+inline int64_t two_thread_split(ffi::ThreadPool& pool, int64_t B) {
+  return pool.num_threads() < 2 || B / 2 == 0 ? B : B / 2;
+}
+
 template <typename Run>
 void on_two_threads(ffi::ThreadPool& pool, int64_t B, const Run& run) {
-  const int64_t half = B / 2;
-  if (pool.num_threads() < 2 || half == 0) return run(0, B);
+  const int64_t half = two_thread_split(pool, B);
+  if (half == B) return run(0, B);
   struct Shared {
     std::atomic<int> claimed{0}, done{0};
   };
