@@ -13,10 +13,12 @@ compare the kernel's values and gradients against.
 
 The kernel computes the keys' projection and every step of the loop in one
 call (the embeddings' share of the first layer's input included), the
-batch's rows split over two cores; XLA's scan pays several microseconds for
-each of the dozens of operations of every step, forward and backward. The backward
-pass recomputes the attention's tanh layer, as the scan does
-(`attention.additive_scores`), and adds up the weights' gradients as it goes.
+batch's rows split over two cores, each row only for its `tgt_len` steps
+(its outputs after them are zero, as the model makes them on every path);
+XLA's scan pays several microseconds for each of the dozens of operations
+of every step, forward and backward. The backward pass recomputes the
+attention's tanh layer, as the scan does (`attention.additive_scores`), and
+adds up the weights' gradients as it goes.
 """
 
 from typing import Callable, NamedTuple
@@ -37,6 +39,7 @@ class DecoderArrays(NamedTuple):
   e: Array        # [B, T, E] the target embeddings (after dropout)
   memory: Array   # [B, S, D] the encoder's outputs: the values, and the keys' source
   src_len: Array  # int32 [B]
+  tgt_len: Array  # int32 [B] the steps each row runs (the rest of its outputs are zero)
   h0: Array       # [L, B, H] the initial carries
   w_ie: Array     # [E, G] the embedding's rows of layer 0's w_i
   b_i0: Array     # [G] layer 0's b_i
@@ -86,11 +89,11 @@ def _kernel_bwd(residuals, grads):
       (f32(b, t, e), f32(b, s, d), f32(layers, b, h), f32(e, g), f32(g), f32(d, g), f32(d, att),
        f32(att), f32(h, att), f32(att), f32(layers, h, g), f32(layers, g),
        f32(layers - 1, h, g), f32(layers - 1, g)),
-      a.e, a.memory, a.src_len, a.h0, a.w_ie, a.w_ic, a.w_k, a.w_q, a.v, a.w_h, a.w_i, a.masks,
-      keys, contexts, weights, carries, hps, xps, qs, *grads)
+      a.e, a.memory, a.src_len, a.tgt_len, a.h0, a.w_ie, a.w_ic, a.w_k, a.w_q, a.v, a.w_h,
+      a.w_i, a.masks, keys, contexts, weights, carries, hps, xps, qs, *grads)
   d_e, d_memory, d_h0, d_w_ie, d_b_i0, d_w_ic, d_w_k, d_b_k, d_w_q, d_v, d_w_h, d_b_h, d_w_i, \
       d_b_i = out
-  return (DecoderArrays(d_e, d_memory, None, d_h0, d_w_ie, d_b_i0, d_w_ic, d_w_k, d_b_k, d_w_q,
+  return (DecoderArrays(d_e, d_memory, None, None, d_h0, d_w_ie, d_b_i0, d_w_ic, d_w_k, d_b_k, d_w_q,
                         d_v, d_w_h, d_b_h, d_w_i, d_b_i, None),)
 
 
@@ -100,10 +103,11 @@ _kernel.defvjp(_kernel_fwd, _kernel_bwd)
 def teacher_forced(arrays: DecoderArrays, fallback: Callable[[DecoderArrays], tuple]) -> tuple:
   """(tops [T, B, H], contexts [T, B, D], weights [T, B, S]): the top
   layer's state, the context and the attention weights at every step, from
-  the kernel where it can run, else from `fallback(arrays)`."""
+  the kernel where it can run (zero after a row's tgt_len steps), else from
+  `fallback(arrays)` (every step; the caller zeroes the same ones)."""
   sizes = (arrays.e.shape[-1], arrays.h0.shape[-1], arrays.w_k.shape[-1],
            arrays.memory.shape[-1])
-  kernel_arrays = [x for i, x in enumerate(arrays) if i != DecoderArrays._fields.index("src_len")]
+  kernel_arrays = [x for name, x in arrays._asdict().items() if name not in ("src_len", "tgt_len")]
   if not cpu_kernels.takes(*kernel_arrays, multiple_of=sizes):
     return fallback(arrays)
   return jax.lax.platform_dependent(arrays, cpu=_kernel, default=fallback)

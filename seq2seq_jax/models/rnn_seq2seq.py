@@ -62,6 +62,17 @@ class Readout(nn.Module):
     return x @ self.kernel + self.bias
 
 
+def target_lengths(tgt_in: Array, pad_id: int) -> Array:
+  """int32 [batch]: each row's teacher-forced steps, up to its first pad_id."""
+  return jnp.sum(jnp.cumprod(tgt_in != pad_id, axis=1), axis=1).astype(jnp.int32)
+
+
+def on_steps(x: Array, tgt_len: Array) -> Array:
+  """x [batch, tgt_time, ...] with zeros from each row's tgt_len on."""
+  steps = jnp.arange(x.shape[1]) < tgt_len[:, None]
+  return jnp.where(steps.reshape(steps.shape + (1,) * (x.ndim - 2)), x, jnp.zeros((), x.dtype))
+
+
 class RNNSeq2Seq(nn.Module):
   """Embedding + recurrent encoder, recurrent decoder with optional attention.
 
@@ -88,6 +99,10 @@ class RNNSeq2Seq(nn.Module):
       (`recurrent.RECURRENCES`): the encoder's layers, and the plain
       decoder's in teacher forcing (its input does not depend on its output,
       so it runs layer by layer, like the encoder); the same function.
+    pad_id: the padding id of tgt_in (data.vocab.PAD). In teacher forcing a
+      row's steps end at its first padding token: from there on its
+      features and attention weights are zero (its logits the readout's
+      bias), and the CPU kernels skip those steps.
   """
   src_vocab_size: int
   tgt_vocab_size: int
@@ -109,6 +124,7 @@ class RNNSeq2Seq(nn.Module):
   dropout: float = 0.0
   scan_unroll: int = 1
   recurrence: str = "fused"
+  pad_id: int = 0
 
   def setup(self):
     if self.decoder not in DECODERS:
@@ -211,6 +227,7 @@ class RNNSeq2Seq(nn.Module):
     Returns logits [batch, tgt_time, vocab] and aux with "attention"
     [batch, tgt_time, src_time] (None for the plain decoder) and, with
     scheduled sampling, "gold_fraction" (share of steps fed the gold token).
+    A row's steps end at its first `pad_id` token (see the class docstring).
     """
     memory = self.encode(src, src_len, train=train)
     state = self.init_decode_state(memory)
@@ -218,9 +235,10 @@ class RNNSeq2Seq(nn.Module):
     e = self.drop(self.tgt_embed(tgt_in), deterministic=not train)
     ep = self._embed_proj(params, e)
     key = self.make_rng("dropout") if train and self.dropout > 0 and self.decoder_layers > 1 else None
+    tgt_len = target_lengths(tgt_in, self.pad_id)
     if gold_prob is None and self.decoder == "plain":
-      features = self._plain_layers(params, state, e, ep, key)
-      logits = self.output(self.drop(features, deterministic=not train))
+      features = self._plain_layers(params, state, e, ep, key, tgt_len)
+      logits = self.output(self.drop(on_steps(features, tgt_len), deterministic=not train))
       return logits, {"attention": None}
     # Per gate and time-major, so each step reads contiguous slices (see
     # recurrent.cell_step).
@@ -238,15 +256,16 @@ class RNNSeq2Seq(nn.Module):
         return jax.lax.scan(body, state, xs, unroll=self.scan_unroll)[1]
 
       if self._fused_decoder():
-        features, weights = self._fused_loop(params, state, e, memory["outputs"], key, scan_loop)
+        features, weights = self._fused_loop(params, state, e, memory["outputs"], tgt_len, key,
+                                             scan_loop)
       else:
         features, weights = scan_loop(state, xs)
     else:
       features, weights, aux["gold_fraction"] = self._scheduled_scan(
           params, state, xs, key, train, gold_prob, sample_predictions)
-    features = jnp.swapaxes(features, 0, 1)
+    features = on_steps(jnp.swapaxes(features, 0, 1), tgt_len)
     logits = self.output(self.drop(features, deterministic=not train))
-    aux["attention"] = None if weights is None else jnp.swapaxes(weights, 0, 1)
+    aux["attention"] = None if weights is None else on_steps(jnp.swapaxes(weights, 0, 1), tgt_len)
     return logits, aux
 
   def _fused_decoder(self) -> bool:
@@ -256,12 +275,13 @@ class RNNSeq2Seq(nn.Module):
             and self.decoder_cell == "gru" and self.attention_score == "additive"
             and self.attention_normalizer == "softmax")
 
-  def _fused_loop(self, params: dict, state: dict, e: Array, memory: Array,
+  def _fused_loop(self, params: dict, state: dict, e: Array, memory: Array, tgt_len: Array,
                   key: Optional[Array], scan_loop):
     """`scan_loop(state)`'s (features, weights), time-major, through
-    `decoder_cpu.teacher_forced`. e: [B, T, embed] (after dropout); memory:
-    the encoder's outputs; key: the dropout key of the layers (None: no
-    dropout between them)."""
+    `decoder_cpu.teacher_forced` (the same at each row's first tgt_len
+    steps; the kernel leaves zeros after them). e: [B, T, embed] (after
+    dropout); memory: the encoder's outputs; key: the dropout key of the
+    layers (None: no dropout between them)."""
     cells, hidden = params["cells"], self.decoder_hidden
     batch, steps = e.shape[:2]
     masks = jnp.zeros((0,), e.dtype)
@@ -278,7 +298,8 @@ class RNNSeq2Seq(nn.Module):
       return jnp.zeros((0,) + like.shape, like.dtype)
 
     arrays = decoder_cpu.DecoderArrays(
-        e=e, memory=memory, src_len=state["src_len"].astype(jnp.int32), h0=jnp.stack(state["carry"]),
+        e=e, memory=memory, src_len=state["src_len"].astype(jnp.int32), tgt_len=tgt_len,
+        h0=jnp.stack(state["carry"]),
         w_ie=cells[0]["w_i"][:self.embed_dim], b_i0=cells[0]["b_i"],
         w_ic=cells[0]["w_i"][self.embed_dim:], w_k=self.scorer.w_k, b_k=self.scorer.b_k,
         w_q=params["score"]["w_q"], v=params["score"]["v"], w_h=stack("w_h", cells),
@@ -333,19 +354,19 @@ class RNNSeq2Seq(nn.Module):
     return features, weights, jnp.mean(used.astype(jnp.float32))
 
   def _plain_layers(self, params: dict, state: dict, e: Array, ep: Array,
-                    key: Optional[Array]) -> Array:
+                    key: Optional[Array], tgt_len: Array) -> Array:
     """The plain decoder's teacher-forced features [batch, tgt_time, features],
-    layer by layer over the whole target: what scanning `_step` computes,
-    with the same dropout masks (drawn per step and layer from the same
-    keys), but each layer one `recurrent.run_layer`."""
+    layer by layer over the whole target: what scanning `_step` computes
+    (at each row's first tgt_len steps), with the same dropout masks (drawn
+    per step and layer from the same keys), but each layer one
+    `recurrent.run_layer`."""
     kind, cells = self.decoder_cell, params["cells"]
     batch, steps = e.shape[:2]
-    lengths = jnp.full((batch,), steps, jnp.int32)  # the decoder runs every step
     xp = ep + state["context_proj"][:, None, :]
     for l, layer in enumerate(cells):
       if l > 0:
         xp = recurrent.project(layer, x)
-      x, _ = recurrent.run_layer(kind, layer, xp, lengths, state["carry"][l],
+      x, _ = recurrent.run_layer(kind, layer, xp, tgt_len, state["carry"][l],
                                  unroll=self.scan_unroll, recurrence=self.recurrence)
       if key is not None and l < len(cells) - 1:
         x = jnp.swapaxes(jax.vmap(  # step t's mask from the key `_step` uses at t

@@ -2,7 +2,7 @@
 a model with `recurrence="fused"` against the same model with "scan" (the
 plain loops, differentiated by JAX): logits, attention weights and every
 parameter's gradient, with one, two and three decoder layers, padded and
-empty source rows, dropout on the embeddings and between layers (the same
+empty source and target rows, dropout on the embeddings and between layers (the same
 masks), and under jax.vmap, with the instruction set in use and one case on
 AVX2; the kernel is in programs for the CPU and in none for GPU or TPU;
 models it does not take run the scan."""
@@ -29,12 +29,17 @@ def _model(recurrence="fused", **kw):
 
 
 def _batch(rows, src_time, tgt_time, seed=0):
+  """Sources and targets of random lengths, padded with 0 (PAD); the first
+  row full, the last an empty filler row (as the batcher fills a batch)."""
   rng = np.random.default_rng(seed)
   src = jnp.asarray(rng.integers(4, 11, (rows, src_time)), jnp.int32)
   lengths = rng.integers(1, src_time + 1, rows)
-  lengths[0], lengths[-1] = src_time, 0  # a full row and an empty filler row
-  tgt = jnp.asarray(rng.integers(4, VOCAB, (rows, tgt_time)), jnp.int32)
-  return src, jnp.asarray(lengths, jnp.int32), tgt
+  lengths[0], lengths[-1] = src_time, 0
+  tgt = rng.integers(4, VOCAB, (rows, tgt_time))
+  tgt_len = rng.integers(1, tgt_time + 1, rows)
+  tgt_len[0], tgt_len[-1] = tgt_time, 0
+  tgt[np.arange(tgt_time) >= tgt_len[:, None]] = 0
+  return src, jnp.asarray(lengths, jnp.int32), jnp.asarray(tgt, jnp.int32)
 
 
 def _loss(model, src, src_len, tgt):

@@ -80,15 +80,16 @@ struct Packed {
   }
 };
 
-// The attention of rows b0:b1 at one step: weights a [B, S] and context
-// c [B, D] from the query q [B, A].
-void attend_rows(const Dims& d, const float* keys, const float* values, const int32_t* src_len,
-                 const float* v, const float* q, float* weights, float* context, int64_t b0,
-                 int64_t b1) {
+// The attention of slots s0:s1 at one step: weights a [B, S] and context
+// c [B, D] (slot order) from the queries q [B, A] and each slot's keys
+// [B, S, A] (slot order), and its row's memory and source length.
+void attend(const Dims& d, const Order& order, const float* keys, const float* memory,
+            const int32_t* src_len, const float* v, const float* q, float* weights,
+            float* context, int64_t s0, int64_t s1) {
   const int64_t S = d.S, A = d.A, D = d.D;
-  std::vector<float> s(S);
-  for (int64_t b = b0; b < b1; ++b) {
-    const int64_t len = std::clamp<int64_t>(src_len[b], 0, S);
+  std::vector<float> sc(S);
+  for (int64_t b = s0; b < s1; ++b) {
+    const int64_t row = order.row[b], len = std::clamp<int64_t>(src_len[row], 0, S);
     const float* kb = keys + b * S * A;
     const float* qb = q + b * A;
     float* w = weights + b * S;
@@ -97,13 +98,13 @@ void attend_rows(const Dims& d, const float* keys, const float* values, const in
       Vec acc = set1(0.f);
       for (int64_t a = 0; a < A; a += 16)
         acc = fmadd(tanh16(add(load(kb + j * A + a), load(qb + a))), load(v + a), acc);
-      s[j] = reduce_add(acc);
-      top = std::max(top, s[j]);
+      sc[j] = reduce_add(acc);
+      top = std::max(top, sc[j]);
     }
     float sum = 0.f;
-    for (int64_t j = 0; j < len; ++j) sum += (s[j] = std::exp(s[j] - top));
-    for (int64_t j = 0; j < S; ++j) w[j] = j < len ? s[j] / sum : 0.f;
-    const float* mb = values + b * S * D;
+    for (int64_t j = 0; j < len; ++j) sum += (sc[j] = std::exp(sc[j] - top));
+    for (int64_t j = 0; j < S; ++j) w[j] = j < len ? sc[j] / sum : 0.f;
+    const float* mb = memory + row * S * D;
     for (int64_t i = 0; i < D; i += 16) {
       Vec acc = set1(0.f);
       for (int64_t j = 0; j < len; ++j)
@@ -113,23 +114,16 @@ void attend_rows(const Dims& d, const float* keys, const float* values, const in
   }
 }
 
-// Layer l's input at step t for rows b0:b1 (l > 0): the layer below's new
-// carry, times its dropout mask if there is one (then written to `scratch`).
-const float* layer_input(const float* below, const float* masks, int64_t t, int64_t l,
-                         const Dims& d, float* scratch, int64_t b0, int64_t b1) {
-  if (!masks) return below;
-  const float* m = masks + (t * (d.L - 1) + l - 1) * d.B * d.H;
-  for (int64_t i = b0 * d.H; i < b1 * d.H; ++i) scratch[i] = below[i] * m[i];
-  return scratch;
-}
-
-// What both passes read of problem p of the stack, and every layer's carries.
+// What both passes read of problem p of the stack, the order of its slots
+// (by target length), and every layer's carries (slot order).
 struct Problem {
   const Dims& d;
   const float *e, *memory, *h0, *v, *masks, *carries;  // masks: null without dropout
-  const int32_t* len;
-  Problem(const Dims& d, int64_t p, F32& e_, F32& memory_, S32& src_len, F32& h0_, F32& v_,
-          F32& masks_, const float* all_carries)
+  const int32_t* src_len;
+  Order order;
+  std::vector<float> h0s;  // h0 in slot order [L, B, H]
+  Problem(const Dims& d, int64_t p, int64_t split, F32& e_, F32& memory_, S32& src_len_,
+          S32& tgt_len, F32& h0_, F32& v_, F32& masks_, const float* all_carries)
       : d(d),
         e(e_.typed_data() + p * d.B * d.T * d.E),
         memory(memory_.typed_data() + p * d.B * d.S * d.D),
@@ -138,25 +132,62 @@ struct Problem {
         masks(masks_.element_count() > 0
                   ? masks_.typed_data() + p * d.T * (d.L - 1) * d.B * d.H : nullptr),
         carries(all_carries + p * d.T * d.L * d.B * d.H),
-        len(src_len.typed_data() + p * d.B) {}
-  // Layer l's carry after step t (t = -1: h0).
+        src_len(src_len_.typed_data() + p * d.B),
+        order(tgt_len.typed_data() + p * d.B, d.B, d.T, split),
+        h0s(d.L * d.B * d.H) {
+    for (int64_t l = 0; l < d.L; ++l)
+      order.to_slots(h0 + l * d.B * d.H, h0s.data() + l * d.B * d.H, d.H);
+  }
+  // Layer l's carry after step t (t = -1: h0), slot order.
   const float* carry(int64_t t, int64_t l) const {
-    return t < 0 ? h0 + l * d.B * d.H : carries + (t * d.L + l) * d.B * d.H;
+    return t < 0 ? h0s.data() + l * d.B * d.H : carries + (t * d.L + l) * d.B * d.H;
+  }
+  // Layer l's input at step t for slots s0:s1 (l > 0): the layer below's new
+  // carry, times its dropout mask if there is one (then written to `scratch`).
+  const float* layer_input(int64_t t, int64_t l, float* scratch, int64_t s0, int64_t s1) const {
+    const float* below = carry(t, l - 1);
+    if (!masks) return below;
+    const float* m = masks + (t * (d.L - 1) + l - 1) * d.B * d.H;
+    for (int64_t b = s0; b < s1; ++b) {
+      const float* mb = m + order.row[b] * d.H;
+      for (int64_t i = 0; i < d.H; ++i) scratch[b * d.H + i] = below[b * d.H + i] * mb[i];
+    }
+    return scratch;
+  }
+  // The target embeddings of step t for slots s0:s1, into `out` [B, E].
+  void embeddings(int64_t t, float* out, int64_t s0, int64_t s1) const {
+    for (int64_t b = s0; b < s1; ++b)
+      std::memcpy(out + b * d.E, e + (order.row[b] * d.T + t) * d.E, d.E * 4);
   }
 };
 
-ffi::Error Forward(ffi::ThreadPool pool, F32 e, F32 memory, S32 src_len, F32 h0, F32 w_ie,
-                   F32 b_i0, F32 w_ic, F32 w_k, F32 b_k, F32 w_q, F32 v, F32 w_h, F32 b_h,
-                   F32 w_i, F32 b_i, F32 masks, Out tops, Out contexts, Out weights, Out keys,
-                   Out carries, Out hps, Out xps, Out qs) {
+// Row `row`'s `n` floats of step t in an output [T, B, n]: zero for steps
+// after the row's target length, which are not computed.
+inline void put(float* out, int64_t t, int64_t B, int64_t row, int64_t n, const float* from) {
+  float* o = out + (t * B + row) * n;
+  if (from) std::memcpy(o, from, n * 4);
+  else std::fill(o, o + n, 0.f);
+}
+
+// The forward pass keeps the keys, carries, pre-activations and queries in
+// slot order (the backward pass's residuals); the outputs (the top states,
+// contexts and weights, of which the last two are residuals too) are in row
+// order.
+ffi::Error Forward(ffi::ThreadPool pool, F32 e, F32 memory, S32 src_len, S32 tgt_len, F32 h0,
+                   F32 w_ie, F32 b_i0, F32 w_ic, F32 w_k, F32 b_k, F32 w_q, F32 v, F32 w_h,
+                   F32 b_h, F32 w_i, F32 b_i, F32 masks, Out tops, Out contexts, Out weights,
+                   Out keys, Out carries, Out hps, Out xps, Out qs) {
   const Dims d = dims_of(e, memory, w_k, h0);
   if (auto err = check(d); err.failure()) return err;
   const int64_t T = d.T, B = d.B, E = d.E, H = d.H, G = d.G, S = d.S, A = d.A, D = d.D, L = d.L;
+  const int64_t split = two_thread_split(pool, B);
   Packed w(d);
-  std::vector<float> dropped(B * H);
+  std::vector<float> dropped(B * H), e_t(B * E), ctx(B * D), att(B * S);
   for (int64_t p = 0; p < leading(e.dimensions(), 3); ++p) {
     w.pack(d, p, false, w_ie, w_ic, w_k, w_q, w_h, w_i);
-    const Problem pr(d, p, e, memory, src_len, h0, v, masks, carries->typed_data());
+    const Problem pr(d, p, split, e, memory, src_len, tgt_len, h0, v, masks,
+                     carries->typed_data());
+    const Order& order = pr.order;
     const float* bi0_p = b_i0.typed_data() + p * G;
     const float* bk_p = b_k.typed_data() + p * A;
     const float* bh_p = b_h.typed_data() + p * L * G;
@@ -169,50 +200,62 @@ ffi::Error Forward(ffi::ThreadPool pool, F32 e, F32 memory, S32 src_len, F32 h0,
     float* hps_p = hps->typed_data() + p * T * L * B * G;
     float* xps_p = xps->typed_data() + p * T * L * B * G;
     float* qs_p = qs->typed_data() + p * T * B * A;
-    on_two_threads(pool, B, [&](int64_t b0, int64_t b1) {
-      const int64_t rows = b1 - b0;
-      gemm_packed(pr.memory, w.k.data(), bk_p, k_p, b0 * S, b1 * S, D, A);  // the keys of these rows
+    on_two_threads(pool, B, [&](int64_t s0, int64_t s1) {
+      for (int64_t b = s0; b < s1; ++b)  // the keys of these slots' rows
+        if (order.len[b] > 0)
+          gemm_packed(pr.memory + order.row[b] * S * D, w.k.data(), bk_p, k_p + b * S * A, 0, S,
+                      D, A);
       for (int64_t t = 0; t < T; ++t) {
-        float* q = qs_p + t * B * A;
-        float* ctx = ctx_p + t * B * D;
-        gemm_packed(pr.carry(t - 1, L - 1), w.q.data(), nullptr, q, b0, b1, H, A);
-        attend_rows(d, k_p, pr.memory, pr.len, pr.v, q, w_p + t * B * S, ctx, b0, b1);
-        for (int64_t l = 0; l < L; ++l) {
+        const int64_t run = order.running_end(s0, s1, t);
+        if (run > s0) {
+          float* q = qs_p + t * B * A;
+          gemm_packed(pr.carry(t - 1, L - 1), w.q.data(), nullptr, q, s0, run, H, A);
+          attend(d, order, k_p, pr.memory, pr.src_len, pr.v, q, att.data(), ctx.data(), s0, run);
+          pr.embeddings(t, e_t.data(), s0, run);
+        }
+        for (int64_t l = 0; l < L && run > s0; ++l) {
           float* x = xps_p + (t * L + l) * B * G;
           float* hp = hps_p + (t * L + l) * B * G;
-          if (l == 0) {  // e_t w_ie + b_i (e's rows are T * E apart), + c w_ic
-            gemm_packed(pr.e + t * E, w.ie.data(), bi0_p, x, b0, b1, E, G, T * E);
-            gemm_packed<true>(ctx, w.ic.data(), nullptr, x, b0, b1, D, G);
+          if (l == 0) {  // e_t w_ie + b_i + c w_ic
+            gemm_packed(e_t.data(), w.ie.data(), bi0_p, x, s0, run, E, G);
+            gemm_packed<true>(ctx.data(), w.ic.data(), nullptr, x, s0, run, D, G);
           } else {
-            const float* in = layer_input(pr.carry(t, l - 1), pr.masks, t, l, d, dropped.data(), b0, b1);
-            gemm_packed(in, w.i.data() + (l - 1) * H * G, bi_p + (l - 1) * G, x, b0, b1, H, G);
+            const float* in = pr.layer_input(t, l, dropped.data(), s0, run);
+            gemm_packed(in, w.i.data() + (l - 1) * H * G, bi_p + (l - 1) * G, x, s0, run, H, G);
           }
-          gemm_packed(pr.carry(t - 1, l), w.h.data() + l * H * G, bh_p + l * G, hp, b0, b1, H, G);
+          gemm_packed(pr.carry(t - 1, l), w.h.data() + l * H * G, bh_p + l * G, hp, s0, run, H, G);
           gru_gates({x, x + H, x + 2 * H, G}, hp, pr.carry(t - 1, l),
-                    car_p + (t * L + l) * B * H, b0, b1, H);
+                    car_p + (t * L + l) * B * H, s0, run, H);
         }
-        std::memcpy(tops_p + (t * B + b0) * H, pr.carry(t, L - 1) + b0 * H, rows * H * 4);
+        for (int64_t b = s0; b < s1; ++b) {
+          const int64_t row = order.row[b];
+          const bool on = b < run;
+          put(tops_p, t, B, row, H, on ? pr.carry(t, L - 1) + b * H : nullptr);
+          put(ctx_p, t, B, row, D, on ? ctx.data() + b * D : nullptr);
+          put(w_p, t, B, row, S, on ? att.data() + b * S : nullptr);
+        }
       }
     });
   }
   return ffi::Error::Success();
 }
 
-// The attention's backward pass for rows b0:b1 at one step: from the
-// context's gradient dc [B, D] and the weights' gradient dw [B, S], adds to
-// the memory's and keys' gradients (dm [B, S, D], dk [B, S, A]) and to dv
-// [A], and writes the query's gradient dq [B, A].
-void attend_rows_backward(const Dims& d, const float* keys, const float* values,
-                          const int32_t* src_len, const float* v, const float* q,
-                          const float* weights, const float* dc, const float* dw, float* dm,
-                          float* dk, float* dv, float* dq, int64_t b0, int64_t b1) {
+// The attention's backward pass for slots s0:s1 at one step: from the
+// context's gradient dc [B, D] and the weights' gradient dw [B, S] (slot
+// order), adds to the memory's gradient (dm [B, S, D], row order), the
+// keys' (dk [B, S, A], slot order) and dv [A], and writes the query's
+// gradient dq [B, A]. weights: the forward pass's [B, S], row order.
+void attend_backward(const Dims& d, const Order& order, const float* keys, const float* memory,
+                     const int32_t* src_len, const float* v, const float* q,
+                     const float* weights, const float* dc, const float* dw, float* dm,
+                     float* dk, float* dv, float* dq, int64_t s0, int64_t s1) {
   const int64_t S = d.S, A = d.A, D = d.D;
   std::vector<float> ds(S);
   const Vec one = set1(1.f);
-  for (int64_t b = b0; b < b1; ++b) {
-    const int64_t len = std::clamp<int64_t>(src_len[b], 0, S);
-    const float* w = weights + b * S;
-    const float* mb = values + b * S * D;
+  for (int64_t b = s0; b < s1; ++b) {
+    const int64_t row = order.row[b], len = std::clamp<int64_t>(src_len[row], 0, S);
+    const float* w = weights + row * S;
+    const float* mb = memory + row * S * D;
     const float* dcb = dc + b * D;
     float dot = 0.f;
     for (int64_t j = 0; j < len; ++j) {
@@ -221,7 +264,7 @@ void attend_rows_backward(const Dims& d, const float* keys, const float* values,
       for (int64_t i = 0; i < D; i += 16) {
         const Vec g = load(dcb + i);
         acc = fmadd(g, load(mb + j * D + i), acc);
-        float* dmj = dm + (b * S + j) * D + i;
+        float* dmj = dm + (row * S + j) * D + i;
         store(dmj, fmadd(wj, g, load(dmj)));
       }
       ds[j] = reduce_add(acc) + dw[b * S + j];  // the gradient of weight j
@@ -235,11 +278,11 @@ void attend_rows_backward(const Dims& d, const float* keys, const float* values,
       Vec dqa = set1(0.f), dva = set1(0.f);
       for (int64_t j = 0; j < len; ++j) {
         const Vec u = tanh16(add(load(kb + j * A + a), qa));
-        const Vec s = set1(ds[j]);
-        const Vec g = mul(mul(s, va), fnmadd(u, u, one));
+        const Vec sj = set1(ds[j]);
+        const Vec g = mul(mul(sj, va), fnmadd(u, u, one));
         store(dkb + j * A + a, add(load(dkb + j * A + a), g));
         dqa = add(dqa, g);
-        dva = fmadd(s, u, dva);
+        dva = fmadd(sj, u, dva);
       }
       store(dq + b * A + a, dqa);
       store(dv + a, add(load(dv + a), dva));
@@ -258,20 +301,26 @@ int64_t grad_size(const Dims& d, int g) {
   return sizes[g];
 }
 
-ffi::Error Backward(ffi::ThreadPool pool, F32 e, F32 memory, S32 src_len, F32 h0, F32 w_ie,
-                    F32 w_ic, F32 w_k, F32 w_q, F32 v, F32 w_h, F32 w_i, F32 masks, F32 keys,
-                    F32 contexts, F32 weights, F32 carries, F32 hps, F32 xps, F32 qs,
+// The gradients arriving for steps after a row's target length are not
+// used: the model zeroes its outputs there (RNNSeq2Seq.__call__), so they
+// are zero.
+ffi::Error Backward(ffi::ThreadPool pool, F32 e, F32 memory, S32 src_len, S32 tgt_len, F32 h0,
+                    F32 w_ie, F32 w_ic, F32 w_k, F32 w_q, F32 v, F32 w_h, F32 w_i, F32 masks,
+                    F32 keys, F32 contexts, F32 weights, F32 carries, F32 hps, F32 xps, F32 qs,
                     F32 d_tops, F32 d_contexts, F32 d_weights, Out d_e, Out d_memory, Out d_h0,
                     Out d_w_ie, Out d_b_i0, Out d_w_ic, Out d_w_k, Out d_b_k, Out d_w_q, Out d_v,
                     Out d_w_h, Out d_b_h, Out d_w_i, Out d_b_i) {
   const Dims d = dims_of(e, memory, w_k, h0);
   if (auto err = check(d); err.failure()) return err;
   const int64_t T = d.T, B = d.B, E = d.E, H = d.H, G = d.G, S = d.S, A = d.A, D = d.D, L = d.L;
+  const int64_t split = two_thread_split(pool, B);
   Packed wT(d);
-  // Per row: the carries' gradients (two sets that swap each step), and one
-  // step's pre-activation, context and query gradients and `keep`; the keys'.
+  // Per slot: the carries' gradients (two sets that swap each step), and one
+  // step's pre-activation, context and query gradients, `keep`, the step's
+  // embeddings, contexts and weights' gradient; the keys' gradient.
   std::vector<float> dh_a(L * B * H), dh_b(L * B * H), dhp(B * G), dxp(B * G), dc(B * D),
-      dq(B * A), keep(B * H), dropped(B * H), dinput(B * H), dk(B * S * A);
+      dq(B * A), keep(B * H), dropped(B * H), dinput(B * H), dk(B * S * A), e_t(B * E),
+      ctx(B * D), dwt(B * S), de_t(B * E), dh0(L * B * H);
   int64_t total = 0;
   for (int g = 0; g < kGrads; ++g) total += grad_size(d, g);
   std::vector<float> other(total);
@@ -279,7 +328,9 @@ ffi::Error Backward(ffi::ThreadPool pool, F32 e, F32 memory, S32 src_len, F32 h0
                        &d_w_h, &d_b_h, &d_w_i, &d_b_i};
   for (int64_t p = 0; p < leading(e.dimensions(), 3); ++p) {
     wT.pack(d, p, true, w_ie, w_ic, w_k, w_q, w_h, w_i);
-    const Problem pr(d, p, e, memory, src_len, h0, v, masks, carries.typed_data());
+    const Problem pr(d, p, split, e, memory, src_len, tgt_len, h0, v, masks,
+                     carries.typed_data());
+    const Order& order = pr.order;
     const float* k_p = keys.typed_data() + p * B * S * A;
     const float* ctx_p = contexts.typed_data() + p * T * B * D;
     const float* w_p = weights.typed_data() + p * T * B * S;
@@ -301,64 +352,89 @@ ffi::Error Backward(ffi::ThreadPool pool, F32 e, F32 memory, S32 src_len, F32 h0
     std::fill(other.begin(), other.end(), 0.f);
     std::fill(dk.begin(), dk.end(), 0.f);
     std::fill(dm_p, dm_p + B * S * D, 0.f);
+    std::fill(de_p, de_p + B * T * E, 0.f);  // steps after a row's length keep zeros
+    // A slot's carries' gradients are zero until its last step (going back).
     std::fill(dh_a.begin(), dh_a.end(), 0.f);
-    on_two_threads(pool, B, [&](int64_t b0, int64_t b1) {
-      const int64_t rows = b1 - b0;
-      float** g = b0 == 0 ? mine : theirs;
+    std::fill(dh_b.begin(), dh_b.end(), 0.f);
+    on_two_threads(pool, B, [&](int64_t s0, int64_t s1) {
+      float** g = s0 == 0 ? mine : theirs;
       float* cur = dh_a.data();  // the gradients of the carries after step t
       float* nxt = dh_b.data();  // ... and after step t - 1
       for (int64_t t = T - 1; t >= 0; --t) {
+        const int64_t run = order.running_end(s0, s1, t), n = run - s0;
+        if (n == 0) continue;  // no slot of this share has reached its last step yet
         float* top = cur + (L - 1) * B * H;
-        for (int64_t i = b0 * H; i < b1 * H; ++i) top[i] += dtop_p[t * B * H + i];
+        for (int64_t b = s0; b < run; ++b) {
+          const int64_t row = order.row[b];
+          const float* dt = dtop_p + (t * B + row) * H;
+          for (int64_t i = 0; i < H; ++i) top[b * H + i] += dt[i];
+          std::memcpy(dc.data() + b * D, dctx_p + (t * B + row) * D, D * 4);
+          std::memcpy(ctx.data() + b * D, ctx_p + (t * B + row) * D, D * 4);
+          std::memcpy(dwt.data() + b * S, dw_p + (t * B + row) * S, S * 4);
+        }
         for (int64_t l = L - 1; l >= 0; --l) {
           const float* x = xps_p + (t * L + l) * B * G;
           const float* prev = pr.carry(t - 1, l);
           float* dn = nxt + l * B * H;
           gru_gates_backward(cur + l * B * H, prev, {x, x + H, x + 2 * H, G},
                              hps_p + (t * L + l) * B * G, dhp.data(), dxp.data() + 2 * H,
-                             G, keep.data(), b0, b1, H);
-          for (int64_t b = b0; b < b1; ++b)  // dxp = [da_r, da_z, da_n]
+                             G, keep.data(), s0, run, H);
+          for (int64_t b = s0; b < run; ++b)  // dxp = [da_r, da_z, da_n]
             std::memcpy(dxp.data() + b * G, dhp.data() + b * G, 2 * H * 4);
-          std::memcpy(dn + b0 * H, keep.data() + b0 * H, rows * H * 4);
-          gemm_packed<true>(dhp.data(), wT.h.data() + l * G * H, nullptr, dn, b0, b1, G, H);
-          add_outer(prev + b0 * H, dhp.data() + b0 * G, rows, g[kH] + l * H * G,
+          std::memcpy(dn + s0 * H, keep.data() + s0 * H, n * H * 4);
+          gemm_packed<true>(dhp.data(), wT.h.data() + l * G * H, nullptr, dn, s0, run, G, H);
+          add_outer(prev + s0 * H, dhp.data() + s0 * G, n, g[kH] + l * H * G,
                     g[kBh] + l * G, H, G);
           if (l > 0) {
-            const float* in = layer_input(pr.carry(t, l - 1), pr.masks, t, l, d, dropped.data(), b0, b1);
-            add_outer(in + b0 * H, dxp.data() + b0 * G, rows, g[kI] + (l - 1) * H * G,
+            const float* in = pr.layer_input(t, l, dropped.data(), s0, run);
+            add_outer(in + s0 * H, dxp.data() + s0 * G, n, g[kI] + (l - 1) * H * G,
                       g[kBi] + (l - 1) * G, H, G);
             float* below = cur + (l - 1) * B * H;  // the gradient of the layer below's carry
             if (!pr.masks) {
-              gemm_packed<true>(dxp.data(), wT.i.data() + (l - 1) * G * H, nullptr, below, b0,
-                                b1, G, H);
+              gemm_packed<true>(dxp.data(), wT.i.data() + (l - 1) * G * H, nullptr, below, s0,
+                                run, G, H);
             } else {
-              gemm_packed(dxp.data(), wT.i.data() + (l - 1) * G * H, nullptr, dinput.data(), b0,
-                          b1, G, H);
+              gemm_packed(dxp.data(), wT.i.data() + (l - 1) * G * H, nullptr, dinput.data(), s0,
+                          run, G, H);
               const float* m = pr.masks + (t * (L - 1) + l - 1) * B * H;
-              for (int64_t i = b0 * H; i < b1 * H; ++i) below[i] += dinput[i] * m[i];
+              for (int64_t b = s0; b < run; ++b) {
+                const float* mb = m + order.row[b] * H;
+                for (int64_t i = 0; i < H; ++i) below[b * H + i] += dinput[b * H + i] * mb[i];
+              }
             }
           } else {  // layer 0: the embeddings', the context's and b_i's gradients
-            add_outer(pr.e + b0 * T * E + t * E, dxp.data() + b0 * G, rows, g[kIe], g[kBi0], E, G,
-                      T * E);
-            gemm_packed(dxp.data(), wT.ie.data(), nullptr, de_p + t * E, b0, b1, G, E, -1, T * E);
-            std::memcpy(dc.data() + b0 * D, dctx_p + (t * B + b0) * D, rows * D * 4);
-            gemm_packed<true>(dxp.data(), wT.ic.data(), nullptr, dc.data(), b0, b1, G, D);
-            add_outer(ctx_p + (t * B + b0) * D, dxp.data() + b0 * G, rows, g[kIc], nullptr, D, G);
+            pr.embeddings(t, e_t.data(), s0, run);
+            add_outer(e_t.data() + s0 * E, dxp.data() + s0 * G, n, g[kIe], g[kBi0], E, G);
+            gemm_packed(dxp.data(), wT.ie.data(), nullptr, de_t.data(), s0, run, G, E);
+            for (int64_t b = s0; b < run; ++b)
+              std::memcpy(de_p + (order.row[b] * T + t) * E, de_t.data() + b * E, E * 4);
+            gemm_packed<true>(dxp.data(), wT.ic.data(), nullptr, dc.data(), s0, run, G, D);
+            add_outer(ctx.data() + s0 * D, dxp.data() + s0 * G, n, g[kIc], nullptr, D, G);
           }
         }
-        attend_rows_backward(d, k_p, pr.memory, pr.len, pr.v, qs_p + t * B * A, w_p + t * B * S,
-                             dc.data(), dw_p + t * B * S, dm_p, dk.data(), g[kV], dq.data(), b0,
-                             b1);
-        add_outer(pr.carry(t - 1, L - 1) + b0 * H, dq.data() + b0 * A, rows, g[kQ], nullptr, H, A);
-        gemm_packed<true>(dq.data(), wT.q.data(), nullptr, nxt + (L - 1) * B * H, b0, b1, A, H);
+        attend_backward(d, order, k_p, pr.memory, pr.src_len, pr.v, qs_p + t * B * A,
+                        w_p + t * B * S, dc.data(), dwt.data(), dm_p, dk.data(), g[kV],
+                        dq.data(), s0, run);
+        add_outer(pr.carry(t - 1, L - 1) + s0 * H, dq.data() + s0 * A, n, g[kQ], nullptr, H, A);
+        gemm_packed<true>(dq.data(), wT.q.data(), nullptr, nxt + (L - 1) * B * H, s0, run, A, H);
+        // The next step overwrites every row of nxt it reads; a slot that
+        // starts there (its last step) finds zeros in both buffers.
         std::swap(cur, nxt);
       }
-      // The keys' projection: k = m w_k + b_k over these rows' memory.
-      add_outer(pr.memory + b0 * S * D, dk.data() + b0 * S * A, rows * S, g[kK], g[kBk], D, A);
-      gemm_packed<true>(dk.data(), wT.k.data(), nullptr, dm_p, b0 * S, b1 * S, A, D);
+      // h0's gradient: what reached step 0 (cur, after the last swap).
+      for (int64_t l = 0; l < L; ++l)
+        std::memcpy(dh0.data() + (l * B + s0) * H, cur + (l * B + s0) * H, (s1 - s0) * H * 4);
+      // The keys' projection: k = m w_k + b_k, for each slot's row.
+      for (int64_t b = s0; b < s1; ++b) {
+        if (order.len[b] == 0) continue;
+        const int64_t row = order.row[b];
+        add_outer(pr.memory + row * S * D, dk.data() + b * S * A, S, g[kK], g[kBk], D, A);
+        gemm_packed<true>(dk.data() + b * S * A, wT.k.data(), nullptr, dm_p + row * S * D, 0, S,
+                          A, D);
+      }
     });
-    const float* last = T % 2 == 1 ? dh_b.data() : dh_a.data();  // after T swaps
-    std::memcpy(d_h0->typed_data() + p * L * B * H, last, L * B * H * 4);
+    for (int64_t l = 0; l < L; ++l)
+      order.to_rows(dh0.data() + l * B * H, d_h0->typed_data() + (p * L + l) * B * H, H);
     for (int g = 0; g < kGrads; ++g)
       for (int64_t i = 0; i < grad_size(d, g); ++i) mine[g][i] += theirs[g][i];
   }
@@ -379,6 +455,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SEQ2SEQ_ISA_SYMBOL(BahdanauDecoderForward),
                                   .Arg<F32>()    // e: target embeddings [..., B, T, E]
                                   .Arg<F32>()    // memory [..., B, S, D]
                                   .Arg<S32>()    // src_len [..., B]
+                                  .Arg<S32>()    // tgt_len [..., B]: the steps each row runs
                                   .Arg<F32>()    // h0 [..., L, B, H]
                                   .Arg<F32>()    // w_ie [..., E, 3H]
                                   .Arg<F32>()    // b_i of layer 0 [..., 3H]
@@ -408,6 +485,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SEQ2SEQ_ISA_SYMBOL(BahdanauDecoderBackward),
                                   .Arg<F32>()    // e
                                   .Arg<F32>()    // memory
                                   .Arg<S32>()    // src_len
+                                  .Arg<S32>()    // tgt_len
                                   .Arg<F32>()    // h0
                                   .Arg<F32>()    // w_ie
                                   .Arg<F32>()    // w_ic

@@ -61,46 +61,6 @@ inline int64_t position(int64_t t, int64_t len, bool reverse) {
   return reverse && t < len ? len - 1 - t : t;
 }
 
-// The order in which the kernel keeps the batch's rows ("slots"): each
-// thread's share of the slots ([0, split) and [split, B), see
-// two_thread_split) holds its rows from the longest to the shortest, so the
-// rows still running at step t are the first slots of each share and the
-// matmuls skip the rest: a row's padding costs a copy of its carry, not a
-// step. The rows are dealt to the two shares in turn by length, which
-// balances their work.
-struct Order {
-  std::vector<int64_t> row;  // slot -> row
-  std::vector<int64_t> len;  // slot -> the row's length, clamped to [0, T]
-
-  Order(const int32_t* lengths, int64_t B, int64_t T, int64_t split) : row(B), len(B) {
-    std::vector<int64_t> by_length(B);
-    for (int64_t b = 0; b < B; ++b) by_length[b] = b;
-    auto clamped = [&](int64_t b) { return std::clamp<int64_t>(lengths[b], 0, T); };
-    std::stable_sort(by_length.begin(), by_length.end(),
-                     [&](int64_t a, int64_t b) { return clamped(a) > clamped(b); });
-    int64_t next[2] = {0, split};
-    const int64_t end[2] = {split, B};
-    for (int64_t r = 0; r < B; ++r) {
-      int share = r % 2;
-      if (next[share] == end[share]) share = 1 - share;
-      row[next[share]] = by_length[r];
-      len[next[share]++] = clamped(by_length[r]);
-    }
-  }
-  // The end of the slots of s0:s1 (one share) that still run at step t.
-  int64_t running_end(int64_t s0, int64_t s1, int64_t t) const {
-    while (s0 < s1 && len[s0] > t) ++s0;
-    return s0;
-  }
-  // rows [B, n] -> slots [B, n]
-  void to_slots(const float* rows, float* slots, int64_t n) const {
-    for (size_t s = 0; s < row.size(); ++s) std::memcpy(slots + s * n, rows + row[s] * n, n * 4);
-  }
-  void to_rows(const float* slots, float* rows, int64_t n) const {
-    for (size_t s = 0; s < row.size(); ++s) std::memcpy(rows + row[s] * n, slots + s * n, n * 4);
-  }
-};
-
 // The forward pass keeps, per step, the carries and both pre-activations in
 // slot order (`seq`, `xps`, `hps`: the backward pass's residuals); those of
 // a finished row are not computed, and only its carry is copied along.
