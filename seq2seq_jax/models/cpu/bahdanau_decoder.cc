@@ -81,8 +81,8 @@ struct Packed {
 };
 
 // The attention of slots s0:s1 at one step: weights a [B, S] and context
-// c [B, D] (slot order) from the queries q [B, A] and each slot's keys
-// [B, S, A] (slot order), and its row's memory and source length.
+// c [B, D] (slot order) from the queries q [B, A] (slot order) and the
+// keys [B, S, A], memory and source lengths (row order).
 void attend(const Dims& d, const Order& order, const float* keys, const float* memory,
             const int32_t* src_len, const float* v, const float* q, float* weights,
             float* context, int64_t s0, int64_t s1) {
@@ -90,7 +90,7 @@ void attend(const Dims& d, const Order& order, const float* keys, const float* m
   std::vector<float> sc(S);
   for (int64_t b = s0; b < s1; ++b) {
     const int64_t row = order.row[b], len = std::clamp<int64_t>(src_len[row], 0, S);
-    const float* kb = keys + b * S * A;
+    const float* kb = keys + row * S * A;
     const float* qb = q + b * A;
     float* w = weights + b * S;
     float top = -INFINITY;
@@ -169,8 +169,8 @@ inline void put(float* out, int64_t t, int64_t B, int64_t row, int64_t n, const 
   else std::fill(o, o + n, 0.f);
 }
 
-// The forward pass keeps the keys, carries, pre-activations and queries in
-// slot order (the backward pass's residuals); the outputs (the top states,
+// The forward pass keeps the carries, pre-activations and queries in slot
+// order (the backward pass's residuals); the outputs (the top states,
 // contexts and weights, of which the last two are residuals too) are in row
 // order.
 ffi::Error Forward(ffi::ThreadPool pool, F32 e, F32 memory, S32 src_len, S32 tgt_len, F32 h0,
@@ -200,11 +200,10 @@ ffi::Error Forward(ffi::ThreadPool pool, F32 e, F32 memory, S32 src_len, S32 tgt
     float* hps_p = hps->typed_data() + p * T * L * B * G;
     float* xps_p = xps->typed_data() + p * T * L * B * G;
     float* qs_p = qs->typed_data() + p * T * B * A;
+    on_two_threads(pool, B, [&](int64_t b0, int64_t b1) {  // the keys, rows b0:b1
+      gemm_packed(pr.memory, w.k.data(), bk_p, k_p, b0 * S, b1 * S, D, A);
+    });
     on_two_threads(pool, B, [&](int64_t s0, int64_t s1) {
-      for (int64_t b = s0; b < s1; ++b)  // the keys of these slots' rows
-        if (order.len[b] > 0)
-          gemm_packed(pr.memory + order.row[b] * S * D, w.k.data(), bk_p, k_p + b * S * A, 0, S,
-                      D, A);
       for (int64_t t = 0; t < T; ++t) {
         const int64_t run = order.running_end(s0, s1, t);
         if (run > s0) {
@@ -243,7 +242,7 @@ ffi::Error Forward(ffi::ThreadPool pool, F32 e, F32 memory, S32 src_len, S32 tgt
 // The attention's backward pass for slots s0:s1 at one step: from the
 // context's gradient dc [B, D] and the weights' gradient dw [B, S] (slot
 // order), adds to the memory's gradient (dm [B, S, D], row order), the
-// keys' (dk [B, S, A], slot order) and dv [A], and writes the query's
+// keys' (dk [B, S, A], row order) and dv [A], and writes the query's
 // gradient dq [B, A]. weights: the forward pass's [B, S], row order.
 void attend_backward(const Dims& d, const Order& order, const float* keys, const float* memory,
                      const int32_t* src_len, const float* v, const float* q,
@@ -271,8 +270,8 @@ void attend_backward(const Dims& d, const Order& order, const float* keys, const
       dot += w[j] * ds[j];
     }
     for (int64_t j = 0; j < len; ++j) ds[j] = w[j] * (ds[j] - dot);  // softmax backward
-    const float* kb = keys + b * S * A;
-    float* dkb = dk + b * S * A;
+    const float* kb = keys + row * S * A;
+    float* dkb = dk + row * S * A;
     for (int64_t a = 0; a < A; a += 16) {
       const Vec qa = load(q + b * A + a), va = load(v + a);
       Vec dqa = set1(0.f), dva = set1(0.f);
@@ -424,14 +423,12 @@ ffi::Error Backward(ffi::ThreadPool pool, F32 e, F32 memory, S32 src_len, S32 tg
       // h0's gradient: what reached step 0 (cur, after the last swap).
       for (int64_t l = 0; l < L; ++l)
         std::memcpy(dh0.data() + (l * B + s0) * H, cur + (l * B + s0) * H, (s1 - s0) * H * 4);
-      // The keys' projection: k = m w_k + b_k, for each slot's row.
-      for (int64_t b = s0; b < s1; ++b) {
-        if (order.len[b] == 0) continue;
-        const int64_t row = order.row[b];
-        add_outer(pr.memory + row * S * D, dk.data() + b * S * A, S, g[kK], g[kBk], D, A);
-        gemm_packed<true>(dk.data() + b * S * A, wT.k.data(), nullptr, dm_p + row * S * D, 0, S,
-                          A, D);
-      }
+    });
+    on_two_threads(pool, B, [&](int64_t b0, int64_t b1) {  // the keys' projection, rows b0:b1
+      float** g = b0 == 0 ? mine : theirs;
+      add_outer(pr.memory + b0 * S * D, dk.data() + b0 * S * A, (b1 - b0) * S, g[kK], g[kBk],
+                D, A);
+      gemm_packed<true>(dk.data(), wT.k.data(), nullptr, dm_p, b0 * S, b1 * S, A, D);
     });
     for (int64_t l = 0; l < L; ++l)
       order.to_rows(dh0.data() + l * B * H, d_h0->typed_data() + (p * L + l) * B * H, H);
