@@ -18,8 +18,9 @@ target length T) on synthetic batches in the batcher's exact format:
   `jax.block_until_ready`: min / median / max ms, and target tokens per
   second (real target tokens, i.e. the sum of `weights`, over the median);
 * FLOPs per train step, counted analytically (`analytic_flops`: matmuls only,
-  2*m*n*k, over the padded lengths that are computed, forward x 3 for
-  forward + backward), the FLOP/s this achieves and its fraction of the
+  2*m*n*k, over the padded lengths, forward x 3 for forward + backward;
+  the GRU kernels skip padded steps, so for the GRU models this counts more
+  than is computed), the FLOP/s this achieves and its fraction of the
   machine's matmul peak, measured at start-up (`measure_matmul_peak`). XLA's
   own count (`compiled.cost_analysis()`) is recorded beside it as a
   cross-check; it counts the body of a loop (`lax.scan`, `while_loop`) once,

@@ -84,7 +84,9 @@ def analytic_flops(model_name: str, sizes: Sizes, batch: int, src_len: int, tgt_
                    train: bool = True) -> int:
   """Matmul FLOPs of one train step (train=True) or teacher-forced forward pass.
 
-  Counts 2*m*n*k per matmul over the padded lengths (what is computed):
+  Counts 2*m*n*k per matmul over the padded lengths (what JAX's loops
+  compute; the GRU kernels skip a row's padded steps, PyTorch's packed
+  encoders too):
   input projections, recurrent matmuls at every time step, attention
   scores and contexts, the output layer; for the Transformer the Q/K/V and
   output projections, both attention matmuls and the feed-forward layers.

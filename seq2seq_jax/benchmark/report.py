@@ -188,7 +188,8 @@ def markdown_report(results: dict) -> str:
       f"- {_plural(o['warmup'], 'warm-up step')}, {o['repeats']} timed"
       + (f", JAX and PyTorch in turns over {_plural(o['rounds'], 'round')}, each turn "
          "opened by one untimed step" if o["with_torch"] else "") + "; compile s = lower + compile; "
-      "GFLOP/s from the analytic matmul count; XLA MiB = temp + argument + output of "
+      "GFLOP/s from the analytic matmul count over the padded lengths (the GRU kernels "
+      "skip padded steps, so theirs overstate the work done); XLA MiB = temp + argument + output of "
       "the compiled step; torch/jax above 1 means JAX is faster",
   ]
   if m.get("host_settings"):
