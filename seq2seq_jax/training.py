@@ -388,9 +388,12 @@ def train_step(state: TrainState, batch: dict, dropout_rng: Array, label_smoothi
   def loss_fn(params, micro, rng):
     if compute_dtype != jnp.float32:
       params = cast_floats(params, compute_dtype)
+    # tgt_len: recurrent models skip each row's padded steps (the loss
+    # gives them weight 0).
     logits, aux = state.apply_fn(
         {"params": params}, micro["src"], micro["src_len"], micro["tgt_in"], train=True,
-        rngs={"dropout": rng, "sampling": jax.random.fold_in(rng, 1)}, **kwargs)
+        rngs={"dropout": rng, "sampling": jax.random.fold_in(rng, 1)},
+        tgt_len=micro.get("tgt_len"), **kwargs)
     # An ensemble (models/ensemble.py) returns each member's logits: each
     # member learns from its own loss, not from the ensemble's. The objective
     # is the sum over members (one for any other model); the reported loss

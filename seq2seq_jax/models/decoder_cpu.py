@@ -14,7 +14,8 @@ compare the kernel's values and gradients against.
 The kernel computes the keys' projection and every step of the loop in one
 call (the embeddings' share of the first layer's input included), the
 batch's rows split over two cores, each row only for its `tgt_len` steps
-(its outputs after them are zero, as the model makes them on every path);
+(its outputs after them are zero, as the model makes them on every path
+when given the lengths);
 XLA's scan pays several microseconds for each of the dozens of operations
 of every step, forward and backward. The backward pass recomputes the
 attention's tanh layer, as the scan does (`attention.additive_scores`), and
@@ -107,7 +108,8 @@ def teacher_forced(arrays: DecoderArrays, fallback: Callable[[DecoderArrays], tu
   `fallback(arrays)` (every step; the caller zeroes the same ones)."""
   sizes = (arrays.e.shape[-1], arrays.h0.shape[-1], arrays.w_k.shape[-1],
            arrays.memory.shape[-1])
-  kernel_arrays = [x for name, x in arrays._asdict().items() if name not in ("src_len", "tgt_len")]
+  kernel_arrays = [x for name, x in arrays._asdict().items()
+                   if name not in ("src_len", "tgt_len")]
   if not cpu_kernels.takes(*kernel_arrays, multiple_of=sizes):
     return fallback(arrays)
   return jax.lax.platform_dependent(arrays, cpu=_kernel, default=fallback)

@@ -101,8 +101,9 @@ class Ensemble(nn.Module):
     return (mean_log_probs([s[0] for s in steps]), tuple(s[1] for s in steps),
             _mean_attention([s[2] for s in steps]))
 
-  def __call__(self, src: Array, src_len: Array, tgt_in: Array, train: bool = False):
-    outs = [m(src, src_len, tgt_in, train=train) for m in self.members]
+  def __call__(self, src: Array, src_len: Array, tgt_in: Array, train: bool = False,
+               tgt_len: Optional[Array] = None):
+    outs = [m(src, src_len, tgt_in, train=train, tgt_len=tgt_len) for m in self.members]
     attention = _mean_attention([aux.get("attention") for _, aux in outs])
     members = tuple(logits for logits, _ in outs)
     return mean_log_probs(members), {"attention": attention, "member_logits": members}

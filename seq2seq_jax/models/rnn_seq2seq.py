@@ -62,13 +62,11 @@ class Readout(nn.Module):
     return x @ self.kernel + self.bias
 
 
-def target_lengths(tgt_in: Array, pad_id: int) -> Array:
-  """int32 [batch]: each row's teacher-forced steps, up to its first pad_id."""
-  return jnp.sum(jnp.cumprod(tgt_in != pad_id, axis=1), axis=1).astype(jnp.int32)
-
-
-def on_steps(x: Array, tgt_len: Array) -> Array:
-  """x [batch, tgt_time, ...] with zeros from each row's tgt_len on."""
+def on_steps(x: Array, tgt_len: Optional[Array]) -> Array:
+  """x [batch, tgt_time, ...] with zeros from each row's tgt_len on (x
+  itself if tgt_len is None)."""
+  if tgt_len is None:
+    return x
   steps = jnp.arange(x.shape[1]) < tgt_len[:, None]
   return jnp.where(steps.reshape(steps.shape + (1,) * (x.ndim - 2)), x, jnp.zeros((), x.dtype))
 
@@ -99,10 +97,6 @@ class RNNSeq2Seq(nn.Module):
       (`recurrent.RECURRENCES`): the encoder's layers, and the plain
       decoder's in teacher forcing (its input does not depend on its output,
       so it runs layer by layer, like the encoder); the same function.
-    pad_id: the padding id of tgt_in (data.vocab.PAD). In teacher forcing a
-      row's steps end at its first padding token: from there on its
-      features and attention weights are zero (its logits the readout's
-      bias), and the CPU kernels skip those steps.
   """
   src_vocab_size: int
   tgt_vocab_size: int
@@ -124,7 +118,6 @@ class RNNSeq2Seq(nn.Module):
   dropout: float = 0.0
   scan_unroll: int = 1
   recurrence: str = "fused"
-  pad_id: int = 0
 
   def setup(self):
     if self.decoder not in DECODERS:
@@ -214,7 +207,8 @@ class RNNSeq2Seq(nn.Module):
     return self.output(features), state, weights
 
   def __call__(self, src: Array, src_len: Array, tgt_in: Array, train: bool = False,
-               gold_prob: Optional[Array] = None, sample_predictions: bool = False):
+               gold_prob: Optional[Array] = None, sample_predictions: bool = False,
+               tgt_len: Optional[Array] = None):
     """Teacher forcing. tgt_in int32 [batch, tgt_time] starts with <bos>.
 
     With `gold_prob` (a scalar, may be traced) this is scheduled sampling
@@ -227,7 +221,11 @@ class RNNSeq2Seq(nn.Module):
     Returns logits [batch, tgt_time, vocab] and aux with "attention"
     [batch, tgt_time, src_time] (None for the plain decoder) and, with
     scheduled sampling, "gold_fraction" (share of steps fed the gold token).
-    A row's steps end at its first `pad_id` token (see the class docstring).
+    tgt_len: int32 [batch], each row's real steps (the batch's `tgt_len`),
+    or None for all. Given, a row's features and attention weights are zero
+    from its tgt_len on (its logits there the readout's bias) and the CPU
+    kernels skip those steps; the loss must not read those positions (their
+    weight is 0 in every batch).
     """
     memory = self.encode(src, src_len, train=train)
     state = self.init_decode_state(memory)
@@ -235,9 +233,10 @@ class RNNSeq2Seq(nn.Module):
     e = self.drop(self.tgt_embed(tgt_in), deterministic=not train)
     ep = self._embed_proj(params, e)
     key = self.make_rng("dropout") if train and self.dropout > 0 and self.decoder_layers > 1 else None
-    tgt_len = target_lengths(tgt_in, self.pad_id)
+    run_len = (jnp.full(tgt_in.shape[:1], tgt_in.shape[1], jnp.int32) if tgt_len is None
+               else jnp.asarray(tgt_len, jnp.int32))  # the steps each row runs
     if gold_prob is None and self.decoder == "plain":
-      features = self._plain_layers(params, state, e, ep, key, tgt_len)
+      features = self._plain_layers(params, state, e, ep, key, run_len)
       logits = self.output(self.drop(on_steps(features, tgt_len), deterministic=not train))
       return logits, {"attention": None}
     # Per gate and time-major, so each step reads contiguous slices (see
@@ -256,7 +255,7 @@ class RNNSeq2Seq(nn.Module):
         return jax.lax.scan(body, state, xs, unroll=self.scan_unroll)[1]
 
       if self._fused_decoder():
-        features, weights = self._fused_loop(params, state, e, memory["outputs"], tgt_len, key,
+        features, weights = self._fused_loop(params, state, e, memory["outputs"], run_len, key,
                                              scan_loop)
       else:
         features, weights = scan_loop(state, xs)

@@ -237,7 +237,7 @@ class Transformer(nn.Module):
     return {"outputs": x, "src_len": src_len}
 
   def __call__(self, src, src_len, tgt_in, train: bool = False, gold_prob=None,
-               sample_predictions: bool = False):
+               sample_predictions: bool = False, tgt_len=None):
     """Teacher forcing, all target positions in parallel.
 
     With `gold_prob`, scheduled sampling by the two-pass method (Mihaylova &
@@ -250,6 +250,8 @@ class Transformer(nn.Module):
     Returns logits [batch, tgt, vocab] and aux: "attention" (last layer's
     cross-attention, [batch, heads, tgt, src]), "cross_attention" (a tuple,
     one per layer) and, with scheduled sampling, "gold_fraction".
+    tgt_len (the RNN models' skip of padded steps) changes nothing here:
+    every position is computed at once, under the causal mask.
     """
     if gold_prob is None:
       return self._forward(src, src_len, tgt_in, train)

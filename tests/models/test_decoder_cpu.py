@@ -47,7 +47,8 @@ def _loss(model, src, src_len, tgt):
   so its gradient checks all of them; (loss, (logits, attention))."""
   def loss(params):
     logits, aux = model.apply({"params": params}, src, src_len, tgt, train=True,
-                              rngs={"dropout": jax.random.key(7)})
+                              rngs={"dropout": jax.random.key(7)},
+                              tgt_len=jnp.sum(tgt != 0, axis=1))  # as the batcher's
     attention = aux["attention"]
     return (jnp.sum(jax.nn.log_softmax(logits) * jnp.cos(jnp.arange(float(VOCAB))))
             + jnp.sum(attention * jnp.sin(jnp.arange(float(attention.shape[-1]))))), (

@@ -80,31 +80,31 @@ def test_padding_invariance_of_logits(decoder, cell, kwargs):
 
 
 @pytest.mark.parametrize("decoder,cell,kwargs", PADDING_CASES + [("plain", "gru", {})])
-def test_target_steps_end_at_the_first_padding_token(decoder, cell, kwargs):
+def test_target_lengths_end_each_rows_steps(decoder, cell, kwargs):
   model = make(decoder, cell, **kwargs)
   rng = np.random.default_rng(4)
   src, src_len, tgt = batch(rng, tgt_time=7)
-  tgt_len = np.array([7, 4, 0])
-  tgt[np.arange(7) >= tgt_len[:, None]] = 0  # PAD; the last row is all padding
+  tgt_len = np.array([7, 4, 0], np.int32)  # the last row a filler row
   variables = model.init(jax.random.key(0), src, src_len, tgt)
   params = variables["params"]
   bias = jnp.asarray(rng.normal(size=TGT_V), jnp.float32)  # not the initial zeros
   variables = {"params": {**params, "output": {**params["output"], "bias": bias}}}
-  logits, aux = model.apply(variables, src, src_len, tgt)
-  # Before a row's first PAD: what step-by-step decoding of its tokens gives.
+  logits, aux = model.apply(variables, src, src_len, tgt, tgt_len=tgt_len)
+  # Within a row's length: what step-by-step decoding of its tokens gives.
   step_logits, _ = decode_step_by_step(model, variables, src, src_len, tgt)
   valid = np.arange(7) < tgt_len[:, None]
   np.testing.assert_allclose(np.asarray(logits)[valid], np.asarray(step_logits)[valid],
                              rtol=1e-5, atol=1e-5)
-  # From it on: zero features, so the logits are the readout's bias alone,
-  # whatever tokens follow, and no attention.
+  # After it: zero features, so the logits are the readout's bias alone,
+  # whatever the tokens there, and no attention.
   padded = np.asarray(logits)[~valid]
   np.testing.assert_allclose(padded, np.broadcast_to(bias, padded.shape), rtol=1e-6)
   if decoder != "plain":
     assert np.all(np.asarray(aux["attention"])[~valid] == 0.0)
   tgt2 = tgt.copy()
-  tgt2[1, 5:] = 7  # tokens after the first PAD of row 1
-  np.testing.assert_array_equal(model.apply(variables, src, src_len, tgt2)[0], logits)
+  tgt2[1, 4:] = 0  # other tokens after row 1's length
+  np.testing.assert_array_equal(model.apply(variables, src, src_len, tgt2, tgt_len=tgt_len)[0],
+                                logits)
 
 
 @pytest.mark.parametrize("decoder,cell,kwargs", PADDING_CASES)

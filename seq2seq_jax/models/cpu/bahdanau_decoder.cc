@@ -14,13 +14,18 @@
 //   dropout mask m (0, or 1 / the keep probability) is drawn outside, by the
 //   same keys as the model's scan, or absent (no dropout).
 // Outputs per step: the top layer's state, the context c and the weights a.
+// Row b runs its first tgt_len[b] steps; its outputs after them are zero and
+// cost nothing (the model zeroes them on every path when the train step
+// passes the lengths: RNNSeq2Seq.__call__'s tgt_len).
 // The forward pass also keeps the keys, every layer's carries, both
 // pre-activations and q for the backward pass, which recomputes tanh(k + q).
 //
 // As in gru_layer.cc, the batch's rows run on two threads with no
-// synchronisation between steps (nothing mixes rows), inputs and outputs are
-// in the model's batch-major layout, and the weights' gradients are added up
-// as the backward pass goes (per thread, summed at the end). Leading
+// synchronisation between steps (nothing mixes rows), each thread's rows
+// sorted by length (Order, kernels.h) so that a step's matmuls take only
+// the rows still running, inputs and outputs are in the model's batch-major
+// layout, and the weights' gradients are added up as the backward pass goes
+// (per thread, summed at the end). Leading
 // dimensions (jax.vmap, as for an ensemble) are independent problems, run one
 // after the other. Compiled for AVX-512 here and for AVX2 by
 // bahdanau_decoder_avx2.cc (kernels.h).
@@ -301,8 +306,8 @@ int64_t grad_size(const Dims& d, int g) {
 }
 
 // The gradients arriving for steps after a row's target length are not
-// used: the model zeroes its outputs there (RNNSeq2Seq.__call__), so they
-// are zero.
+// used: the model zeroes its outputs there (RNNSeq2Seq.__call__ with
+// tgt_len), so they are zero.
 ffi::Error Backward(ffi::ThreadPool pool, F32 e, F32 memory, S32 src_len, S32 tgt_len, F32 h0,
                     F32 w_ie, F32 w_ic, F32 w_k, F32 w_q, F32 v, F32 w_h, F32 w_i, F32 masks,
                     F32 keys, F32 contexts, F32 weights, F32 carries, F32 hps, F32 xps, F32 qs,
