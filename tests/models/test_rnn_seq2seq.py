@@ -90,11 +90,15 @@ def test_target_lengths_end_each_rows_steps(decoder, cell, kwargs):
   bias = jnp.asarray(rng.normal(size=TGT_V), jnp.float32)  # not the initial zeros
   variables = {"params": {**params, "output": {**params["output"], "bias": bias}}}
   logits, aux = model.apply(variables, src, src_len, tgt, tgt_len=tgt_len)
-  # Within a row's length: what step-by-step decoding of its tokens gives.
-  step_logits, _ = decode_step_by_step(model, variables, src, src_len, tgt)
+  # Within a row's length: what the model gives without lengths (every step
+  # run; test_teacher_forcing_equals_step_by_step checks that path).
+  full, full_aux = model.apply(variables, src, src_len, tgt)
   valid = np.arange(7) < tgt_len[:, None]
-  np.testing.assert_allclose(np.asarray(logits)[valid], np.asarray(step_logits)[valid],
+  np.testing.assert_allclose(np.asarray(logits)[valid], np.asarray(full)[valid],
                              rtol=1e-5, atol=1e-5)
+  if decoder != "plain":
+    np.testing.assert_allclose(np.asarray(aux["attention"])[valid],
+                               np.asarray(full_aux["attention"])[valid], rtol=1e-5, atol=1e-6)
   # After it: zero features, so the logits are the readout's bias alone,
   # whatever the tokens there, and no attention.
   padded = np.asarray(logits)[~valid]
