@@ -67,7 +67,7 @@ def on_steps(x: Array, tgt_len: Optional[Array]) -> Array:
   itself if tgt_len is None)."""
   if tgt_len is None:
     return x
-  steps = jnp.arange(x.shape[1]) < tgt_len[:, None]
+  steps = attn_lib.length_mask(tgt_len, x.shape[1])
   return jnp.where(steps.reshape(steps.shape + (1,) * (x.ndim - 2)), x, jnp.zeros((), x.dtype))
 
 
