@@ -79,36 +79,44 @@ def test_padding_invariance_of_logits(decoder, cell, kwargs):
   np.testing.assert_allclose(one[0], logits[2], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("decoder,cell,kwargs", PADDING_CASES + [("plain", "gru", {})])
-def test_target_lengths_end_each_rows_steps(decoder, cell, kwargs):
+def _with_and_without_lengths(decoder, cell, kwargs):
+  """A model run with tgt_len = [7, 4, 0] (the last row a filler row) and
+  without: (with, without, steps within each row's length, the readout's
+  bias, and the run with other tokens after row 1's length)."""
   model = make(decoder, cell, **kwargs)
   rng = np.random.default_rng(4)
   src, src_len, tgt = batch(rng, tgt_time=7)
-  tgt_len = np.array([7, 4, 0], np.int32)  # the last row a filler row
-  variables = model.init(jax.random.key(0), src, src_len, tgt)
-  params = variables["params"]
+  tgt_len = np.array([7, 4, 0], np.int32)
+  params = model.init(jax.random.key(0), src, src_len, tgt)["params"]
   bias = jnp.asarray(rng.normal(size=TGT_V), jnp.float32)  # not the initial zeros
   variables = {"params": {**params, "output": {**params["output"], "bias": bias}}}
-  logits, aux = model.apply(variables, src, src_len, tgt, tgt_len=tgt_len)
-  # Within a row's length: what the model gives without lengths (every step
-  # run; test_teacher_forcing_equals_step_by_step checks that path).
-  full, full_aux = model.apply(variables, src, src_len, tgt)
-  valid = np.arange(7) < tgt_len[:, None]
+  tgt2 = tgt.copy()
+  tgt2[1, 4:] = 0
+  return (model.apply(variables, src, src_len, tgt, tgt_len=tgt_len),
+          model.apply(variables, src, src_len, tgt),  # every step (checked step by step above)
+          np.arange(7) < tgt_len[:, None], np.asarray(bias),
+          model.apply(variables, src, src_len, tgt2, tgt_len=tgt_len))
+
+
+@pytest.mark.parametrize("decoder,cell,kwargs", PADDING_CASES + [("plain", "gru", {})])
+def test_target_lengths_end_each_rows_steps(decoder, cell, kwargs):
+  (logits, _), (full, _), valid, bias, (other, _) = _with_and_without_lengths(decoder, cell, kwargs)
+  # Within a row's length: what the model gives without lengths.
   np.testing.assert_allclose(np.asarray(logits)[valid], np.asarray(full)[valid],
                              rtol=1e-5, atol=1e-5)
-  if decoder != "plain":
-    np.testing.assert_allclose(np.asarray(aux["attention"])[valid],
-                               np.asarray(full_aux["attention"])[valid], rtol=1e-5, atol=1e-6)
   # After it: zero features, so the logits are the readout's bias alone,
-  # whatever the tokens there, and no attention.
+  # whatever the tokens there.
   padded = np.asarray(logits)[~valid]
   np.testing.assert_allclose(padded, np.broadcast_to(bias, padded.shape), rtol=1e-6)
-  if decoder != "plain":
-    assert np.all(np.asarray(aux["attention"])[~valid] == 0.0)
-  tgt2 = tgt.copy()
-  tgt2[1, 4:] = 0  # other tokens after row 1's length
-  np.testing.assert_array_equal(model.apply(variables, src, src_len, tgt2, tgt_len=tgt_len)[0],
-                                logits)
+  np.testing.assert_array_equal(other, logits)
+
+
+@pytest.mark.parametrize("decoder,cell,kwargs", PADDING_CASES)
+def test_target_lengths_end_each_rows_attention(decoder, cell, kwargs):
+  (_, aux), (_, full_aux), valid, _, _ = _with_and_without_lengths(decoder, cell, kwargs)
+  np.testing.assert_allclose(np.asarray(aux["attention"])[valid],
+                             np.asarray(full_aux["attention"])[valid], rtol=1e-5, atol=1e-6)
+  assert np.all(np.asarray(aux["attention"])[~valid] == 0.0)
 
 
 @pytest.mark.parametrize("decoder,cell,kwargs", PADDING_CASES)
