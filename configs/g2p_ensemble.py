@@ -7,10 +7,10 @@ differ only in their initialization and dropout masks and see the same
 batches (config.model.ensemble_size, seq2seq_jax/models/ensemble.py). Beam
 search runs over the members' mean log-probabilities. A step
 costs a little under two single-model steps; 7,000 of them (g2p_bahdanau
-takes 6,000) ran in 2.25x g2p_bahdanau's wall time.
+takes 6,000) ran in 2.25x g2p_bahdanau's wall time (2026-12-07).
 
-Alone on a 2-vCPU AMD EPYC from an empty compilation cache (2026-12-07):
-48 minutes, test WER 23.94 %, PER 5.58 % (beam 4); greedy 23.97 %.
+Alone on a 2-vCPU AMD EPYC from an empty compilation cache (2026-12-08):
+25 minutes, test WER 23.92 %, PER 5.53 % (beam 4); greedy 24.08 %.
 
 Stress stripped; configs/g2p_ensemble_stress.py is the sibling that predicts
 AH0/AH1/AH2. Results and timings: docs/results.md, "Grapheme-to-phoneme on CMUdict".
