@@ -194,6 +194,12 @@ class DataParallel:
     if self.strategy == "pmap":
       n = jax.local_device_count()
       return {k: v.reshape((n, -1) + v.shape[1:]) for k, v in local.items()}
+    if jax.process_count() == 1:
+      # One process holds the whole batch: the jitted step places NumPy
+      # arrays by its in_shardings in its C++ dispatch, about 0.15 ms a step
+      # against 1 ms for building six global arrays here in Python (a
+      # quarter of the default model's step).
+      return local
     sharding = batch_sharding(self.mesh)
     return {k: jax.make_array_from_process_local_data(sharding, v, (size,) + v.shape[1:])
             for k, v in local.items()}
@@ -244,12 +250,13 @@ class DataParallel:
       if self.strategy != "jit":
         return
       ahead_of[0] = ahead
-      sharding = batch_sharding(self.mesh)
+      # Shapes with the shardings of the real arguments (`put_batch`: global
+      # arrays on several processes, NumPy arrays, which have none, on one):
+      # the executable cache that the step's calls read is keyed on them too.
+      sharding = batch_sharding(self.mesh) if jax.process_count() > 1 else None
       for shape in batch_shapes:
         batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sharding)
                  for k, v in fill_batch(shape, batch_size, ()).items() if k in MODEL_KEYS}
-        # Shapes with the shardings of the real arguments: the executable
-        # cache that the step's calls read is keyed on them too.
         ahead.submit(("train_step", compile_ahead.shape_key(batch)), compiled, state, batch,
                      dropout_rng, gold_prob, schedule)
 
