@@ -280,8 +280,10 @@ def _train(run: Run, writer: MetricWriter, ckpts: Checkpoints, stop_after: Optio
   first = evaluation.model_batch(batching.fill_batch(
       run.train_batches.shape_at(0), cfg.batch_size, ()))
   init_args = (seed, first["src"], first["src_len"], first["tgt_in"])
-  ahead.submit("init", init, *init_args)
+  # Traced once, here: the compile below reuses the trace (JAX caches it by
+  # argument types), where compiling first would trace it twice at once.
   state_shape, key_shape = jax.eval_shape(init, *init_args)
+  ahead.submit("init", init, *init_args)
   train_step = engine.train_step(cfg.label_smoothing, scheduled, ss.predictions == "sample",
                                  cfg.grad_accum_steps, cfg.precision,
                                  train_cfg=cfg)
