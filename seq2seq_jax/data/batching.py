@@ -26,13 +26,14 @@ def encode_pairs(pairs: Sequence[tuple], src_tok, tgt_tok) -> tuple:
 
 
 def pair_encoder(src_tok, tgt_tok) -> Callable:
-  """A function (source, target) -> (src_ids, tgt_ids), one pair of what
-  `encode_pairs` returns; the `encode` argument of `pipeline.Batches`."""
+  """A function (source, target) -> (src_ids, tgt_ids), two lists of ints
+  (`Batches` reads their lengths and <unk> counts in plain Python, then
+  makes arrays only of the examples it batches); the `encode` argument of
+  `pipeline.Batches`."""
 
   def encode(pair):
     src, tgt = pair
-    return (np.asarray(src_tok.encode(src), np.int32),
-            np.asarray(tgt_tok.encode(tgt), np.int32))
+    return src_tok.encode(src), tgt_tok.encode(tgt)
 
   return encode
 

@@ -31,6 +31,7 @@ builds their batch:
 Memory is the census: one bucket id and one example index per example.
 """
 
+import itertools
 import sys
 import threading
 from typing import Callable, Iterator, Optional, Sequence
@@ -117,20 +118,24 @@ class Batches:
     if self._collective:
       import jax  # pylint: disable=import-outside-toplevel
       procs, me = jax.process_count(), jax.process_index()
-    lens = np.zeros((2, -(-n // procs)), np.int64)  # this process's share
-    unknown = np.zeros(4, np.int64)  # src_unknown, src_tokens, tgt_unknown, tgt_tokens
-    examples = enumerate(self._pairs) if procs == 1 else (
-        (k, self._pairs[i]) for k, i in enumerate(range(me, n, procs)))
-    read = 0
-    for k, example in examples:
-      if k >= lens.shape[1]:
-        raise DataError(_changed_message(self._pairs))
-      read += 1
-      src, tgt = self._ids(example)
-      lens[:, k] = len(src), len(tgt) + 1
-      unknown += (np.count_nonzero(src == UNK), len(src), np.count_nonzero(tgt == UNK), len(tgt))
-    if read != len(range(me, n, procs)):  # iteration ended early: not len(pairs) examples
+    share = len(range(me, n, procs))  # this process's examples
+    examples = self._pairs if procs == 1 else (self._pairs[i] for i in range(me, n, procs))
+    # Plain Python per example (lists, ints), NumPy once at the end: per-example
+    # arrays made this pass 3x slower, and it runs before every first step.
+    src_lens, tgt_lens, src_unk, tgt_unk = [], [], 0, 0
+    for example in itertools.islice(examples, share + 1):
+      src, tgt = self._encode(example) if self._encode else example
+      src_lens.append(len(src))
+      tgt_lens.append(len(tgt))
+      src_unk += _count_unknown(src)
+      tgt_unk += _count_unknown(tgt)
+    if len(src_lens) != share:  # iteration ended early or late: not len(pairs) examples
       raise DataError(_changed_message(self._pairs))
+    lens = np.zeros((2, -(-n // procs)), np.int64)  # equal shares for the exchange
+    lens[0, :share] = src_lens
+    lens[1, :share] = tgt_lens
+    unknown = np.array([src_unk, lens[0].sum(), tgt_unk, lens[1].sum()], np.int64)
+    lens[1, :share] += 1  # <eos>
     self._size = n
     if procs > 1:
       from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
@@ -292,6 +297,13 @@ class Batches:
 def _process_count() -> int:
   import jax  # pylint: disable=import-outside-toplevel
   return jax.process_count()
+
+
+def _count_unknown(ids) -> int:
+  """<unk> tokens in a list or array of ids."""
+  if isinstance(ids, list):
+    return ids.count(UNK)
+  return int(np.count_nonzero(np.asarray(ids) == UNK))
 
 
 def _changed_message(pairs) -> str:
