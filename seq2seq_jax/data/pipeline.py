@@ -105,8 +105,9 @@ class Batches:
   # -- the census ---------------------------------------------------------
 
   def _ids(self, example) -> tuple:
-    src, tgt = self._encode(example) if self._encode else example
-    return np.asarray(src, np.int32), np.asarray(tgt, np.int32)
+    """(src_ids, tgt_ids) of an example, as `encode` gives them (lists from
+    `batching.pair_encoder`; `fill_batch` writes lists or arrays alike)."""
+    return self._encode(example) if self._encode else example
 
   def _census(self):
     """One pass: every example's source and target length (and <unk>
@@ -124,7 +125,7 @@ class Batches:
     # arrays made this pass 3x slower, and it runs before every first step.
     src_lens, tgt_lens, src_unk, tgt_unk = [], [], 0, 0
     for example in itertools.islice(examples, share + 1):
-      src, tgt = self._encode(example) if self._encode else example
+      src, tgt = self._ids(example)
       src_lens.append(len(src))
       tgt_lens.append(len(tgt))
       src_unk += _count_unknown(src)
